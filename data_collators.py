@@ -1,0 +1,260 @@
+"""T5 span corruption (Raffel et al. 2020, "Exploring the Limits of Transfer Learning", sec. 3.1.4).
+
+A reproduction of Google's `random_spans_noise_mask`, `noise_span_to_unique_sentinel` and
+`nonnoise_span_to_unique_sentinel` (google-research/text-to-text-transfer-transformer,
+t5/data/preprocessors.py), the same algorithm as HF's Flax pre-training example
+(run_t5_mlm_flax.py) and nanoT5, but vectorised over the whole batch.
+
+For an example of `expanded_length` tokens (568 for 512 / 0.15 / 3.0):
+  - `num_noise = round(expanded_length * noise_density)`, clipped to [1, expanded_length - 1];
+  - `num_spans = max(round(num_noise / mean_noise_span_length), 1)`, and never more than the number
+    of noise or of non-noise tokens (HF #22246: short rows at high density asked for more non-noise
+    spans than there were non-noise tokens);
+  - the noise and the non-noise tokens are each cut into `num_spans` non-empty spans, every
+    segmentation equally likely; spans alternate, starting with non-noise (so the row ends in noise);
+  - inputs:  nonnoise_0 <extra_id_0> nonnoise_1 <extra_id_1> ... nonnoise_k <extra_id_k> </s>
+  - labels:  <extra_id_0> noise_0 <extra_id_1> noise_1 ... <extra_id_k> noise_k </s>
+
+Rounding uses Python floats, as the HF and nanoT5 collators do. Google's TF code computed
+`length * noise_density` in float32, which rounds differently at a few lengths; the counts here and
+in `compute_input_and_target_lengths` come from one function, so they always agree with each other.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+
+def _noise_counts(length: int, noise_density: float, mean_noise_span_length: float) -> tuple[int, int]:
+    """(num_noise_tokens, num_noise_spans) for a row of `length` tokens."""
+    if length < 2:
+        raise ValueError(f"span corruption needs rows of at least 2 tokens, got {length}")
+    num_noise = min(max(int(round(length * noise_density)), 1), length - 1)
+    num_spans = max(int(round(num_noise / mean_noise_span_length)), 1)
+    # Each span needs at least one token on both sides of the alternation (HF #22246).
+    num_spans = min(num_spans, num_noise, length - num_noise)
+    return num_noise, num_spans
+
+
+def _corrupted_lengths(length: int, noise_density: float, mean_noise_span_length: float) -> tuple[int, int]:
+    """(inputs_length, targets_length) after corrupting a row of `length` tokens, EOS included."""
+    num_noise, num_spans = _noise_counts(length, noise_density, mean_noise_span_length)
+    return length - num_noise + num_spans + 1, num_noise + num_spans + 1
+
+
+def compute_input_and_target_lengths(
+    inputs_length: int, noise_density: float, mean_noise_span_length: float
+) -> tuple[int, int]:
+    """The raw row length that corrupts to `inputs_length` tokens, and the resulting targets length.
+
+    The longest `tokens_length` whose corrupted input fits in `inputs_length` (T5's
+    `random_spans_helper`). (512, 0.15, 3.0) -> (568, 114).
+    """
+    tokens_length = inputs_length
+    while _corrupted_lengths(tokens_length + 1, noise_density, mean_noise_span_length)[0] <= inputs_length:
+        tokens_length += 1
+    _, targets_length = _corrupted_lengths(tokens_length, noise_density, mean_noise_span_length)
+    # T5's tweak: at density 0.5 make targets no longer than inputs (a round number is likelier there).
+    if noise_density == 0.5 and targets_length > inputs_length:
+        tokens_length -= 1
+        targets_length -= 1
+    return tokens_length, targets_length
+
+
+def _random_cuts(num_items: int, num_segments: int, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted cut points (batch, num_segments + 1) splitting `num_items` into non-empty segments.
+
+    Row b's segment j is [cuts[b, j], cuts[b, j + 1]). The inner cuts are a uniformly random
+    (num_segments - 1)-subset of the slots {1, ..., num_items - 1}, so every segmentation is equally
+    likely, as with T5's shuffle of a 0/1 indicator: the slots holding the k smallest of i.i.d.
+    random keys. Keys are float32 (partitioning them is ~4x faster than float64); a row whose k-th
+    and (k+1)-th keys tie is drawn again, which keeps the choice exactly uniform.
+    """
+    cuts = np.empty((batch_size, num_segments + 1), dtype=np.int64)
+    cuts[:, 0], cuts[:, -1] = 0, num_items
+    k, slots = num_segments - 1, num_items - 1
+    if k == slots:
+        cuts[:, 1:-1] = np.arange(1, num_items)
+    elif k > 0:
+        keys = rng.random((batch_size, slots), dtype=np.float32)
+        while True:
+            threshold = np.partition(keys, k - 1, axis=1)[:, k - 1 : k]
+            chosen = keys <= threshold
+            ties = np.count_nonzero(chosen, axis=1) != k
+            if not ties.any():
+                break
+            keys[ties] = rng.random((int(ties.sum()), slots), dtype=np.float32)
+        cuts[:, 1:-1] = np.nonzero(chosen)[1].reshape(batch_size, k) + 1
+    return cuts
+
+
+def _span_starts(
+    batch_size: int, length: int, noise_density: float, mean_noise_span_length: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end positions (batch, num_spans) of the noise spans of `batch_size` random masks."""
+    num_noise, num_spans = _noise_counts(length, noise_density, mean_noise_span_length)
+    noise_cuts = _random_cuts(num_noise, num_spans, batch_size, rng)
+    nonnoise_cuts = _random_cuts(length - num_noise, num_spans, batch_size, rng)
+    # Noise span j comes after non-noise spans 0..j and noise spans 0..j-1; it ends where non-noise
+    # span j + 1 starts (the last one ends at `length`).
+    starts = nonnoise_cuts[:, 1:] + noise_cuts[:, :-1]
+    ends = nonnoise_cuts[:, 1:] + noise_cuts[:, 1:]
+    return starts, ends
+
+
+def _paint(starts: np.ndarray, ends: np.ndarray, length: int) -> np.ndarray:
+    """Boolean (batch, length) mask that is True on [starts[b, j], ends[b, j]) for every span j."""
+    batch_size = starts.shape[0]
+    delta = np.zeros((batch_size, length + 1), dtype=np.int8)
+    rows = np.arange(batch_size)[:, None]
+    delta[rows, starts] = 1
+    delta[rows, ends] = -1  # the last span ends at `length`, the spare column
+    # The running sum is 0 or 1, so its bytes are valid booleans.
+    return np.cumsum(delta[:, :length], axis=1, dtype=np.int8).view(bool)
+
+
+def random_spans_noise_mask_batch(
+    batch_size: int, length: int, noise_density: float, mean_noise_span_length: float, rng: np.random.Generator
+) -> np.ndarray:
+    """`batch_size` independent span-corruption masks (bool, batch x length), True = noise."""
+    starts, ends = _span_starts(batch_size, length, noise_density, mean_noise_span_length, rng)
+    return _paint(starts, ends, length)
+
+
+def random_spans_noise_mask(
+    length: int, noise_density: float, mean_noise_span_length: float, rng: np.random.Generator
+) -> np.ndarray:
+    """One span-corruption mask (bool, length), True = noise: T5's `random_spans_noise_mask`."""
+    return random_spans_noise_mask_batch(1, length, noise_density, mean_noise_span_length, rng)[0]
+
+
+def sentinel_ids(tokenizer: Any, count: int) -> np.ndarray:
+    """Ids of `<extra_id_0>` ... `<extra_id_{count-1}>`, read from the tokenizer.
+
+    For a standard T5 vocabulary these descend from len(tokenizer) - 1 (HF #14282 shows what goes
+    wrong when a collator assumes instead of asking).
+    """
+    tokens = [f"<extra_id_{i}>" for i in range(count)]
+    ids = tokenizer.convert_tokens_to_ids(tokens)
+    unk = getattr(tokenizer, "unk_token_id", None)
+    missing = [t for t, i in zip(tokens, ids) if i is None or i == unk]
+    if missing:
+        raise ValueError(
+            f"span corruption needs {count} sentinel tokens <extra_id_0>..<extra_id_{count - 1}>, but the "
+            f"tokenizer lacks {missing[0]} ({len(missing)} missing); use a T5 tokenizer with extra_ids >= {count}"
+        )
+    return np.asarray(ids, dtype=np.int64)
+
+
+class T5DataCollator:
+    """Span-corrupts packed rows into T5 `input_ids`, `labels` and `decoder_input_ids` tensors.
+
+    Examples are `{"input_ids": [...]}` of exactly `expanded_length` tokens (see
+    `compute_input_and_target_lengths`); every row of a batch then corrupts to exactly
+    `input_length` inputs and `target_length` labels, so nothing is padded.
+    Token ids are never used as markers: a literal pad or EOS id inside the text is just a token
+    (HF #15359).
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        noise_density: float = 0.15,
+        mean_noise_span_length: float = 3.0,
+        input_length: int = 512,
+        target_length: int | None = None,
+        decoder_start_token_id: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        if not 0.0 < noise_density < 1.0:
+            raise ValueError(f"noise_density must lie in (0, 1), got {noise_density}")
+        if mean_noise_span_length < 1.0:
+            raise ValueError(f"mean_noise_span_length must be >= 1, got {mean_noise_span_length}")
+        self.noise_density = noise_density
+        self.mean_noise_span_length = mean_noise_span_length
+        self.input_length = input_length
+        self.expanded_length, computed_target_length = compute_input_and_target_lengths(
+            input_length, noise_density, mean_noise_span_length
+        )
+        if target_length is not None and target_length != computed_target_length:
+            raise ValueError(
+                f"target_length {target_length} does not match input_length {input_length} at noise density "
+                f"{noise_density} and mean span {mean_noise_span_length}: it must be {computed_target_length} "
+                "(or None to compute it)"
+            )
+        self.target_length = computed_target_length
+        _, self.num_spans = _noise_counts(self.expanded_length, noise_density, mean_noise_span_length)
+        self.sentinels = sentinel_ids(tokenizer, self.num_spans)
+        self.eos_token_id = tokenizer.eos_token_id
+        self.pad_token_id = tokenizer.pad_token_id
+        # T5 starts decoding from the pad id.
+        self.decoder_start_token_id = self.pad_token_id if decoder_start_token_id is None else decoder_start_token_id
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self._worker_seeded = False
+
+    def _reseed_in_worker(self) -> None:
+        """Give each DataLoader worker its own noise stream (copies of one generator would repeat masks)."""
+        import torch.utils.data
+
+        info = torch.utils.data.get_worker_info()
+        if info is not None and not self._worker_seeded:
+            self.rng = np.random.default_rng([self.seed, info.id])
+        self._worker_seeded = True
+
+    def corrupt(self, input_ids: np.ndarray) -> dict[str, np.ndarray]:
+        """Span-corrupt a (batch, expanded_length) int array; returns numpy inputs and labels."""
+        batch_size, length = input_ids.shape
+        if length != self.expanded_length:
+            raise ValueError(
+                f"examples must hold {self.expanded_length} tokens (input_length {self.input_length} before "
+                f"corruption, noise density {self.noise_density}), got {length}"
+            )
+        starts, ends = _span_starts(batch_size, length, self.noise_density, self.mean_noise_span_length, self.rng)
+        noise = _paint(starts, ends, length)
+        rows = np.arange(batch_size)[:, None]
+        ids = input_ids.astype(np.int64, copy=False)
+
+        # Inputs: each noise span collapses to its sentinel, written over the span's first token.
+        inputs = ids.copy()
+        inputs[rows, starts] = self.sentinels
+        keep = ~noise
+        keep[rows, starts] = True
+        # Every row keeps the same number of tokens, so the selection reshapes to a rectangle.
+        inputs = inputs[keep].reshape(batch_size, -1)
+
+        # Labels: each non-noise span collapses to a sentinel. Non-noise span 0 starts at position 0,
+        # span j + 1 where noise span j ends.
+        label_sentinel_at = np.concatenate([np.zeros((batch_size, 1), dtype=np.int64), ends[:, :-1]], axis=1)
+        labels = ids.copy()
+        labels[rows, label_sentinel_at] = self.sentinels
+        keep = noise.copy()
+        keep[rows, label_sentinel_at] = True
+        labels = labels[keep].reshape(batch_size, -1)
+
+        eos = np.full((batch_size, 1), self.eos_token_id, dtype=np.int64)
+        return {"input_ids": np.concatenate([inputs, eos], axis=1), "labels": np.concatenate([labels, eos], axis=1)}
+
+    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        self._reseed_in_worker()
+        try:
+            ids = np.asarray([example["input_ids"] for example in examples], dtype=np.int64)
+        except ValueError as err:  # ragged rows
+            lengths = sorted({len(example["input_ids"]) for example in examples})
+            raise ValueError(f"examples must all hold {self.expanded_length} tokens, got lengths {lengths}") from err
+        if ids.ndim != 2:
+            raise ValueError(f"examples must be lists of {self.expanded_length} token ids, got shape {ids.shape}")
+        batch = self.corrupt(ids)
+        labels = batch["labels"]
+        decoder_input_ids = np.empty_like(labels)
+        decoder_input_ids[:, 0] = self.decoder_start_token_id
+        decoder_input_ids[:, 1:] = labels[:, :-1]
+        return {
+            "input_ids": torch.from_numpy(batch["input_ids"]),
+            "labels": torch.from_numpy(labels),
+            "decoder_input_ids": torch.from_numpy(decoder_input_ids),
+        }

@@ -1,0 +1,165 @@
+"""Tokenizer and model set-up shared by the scripts: training a SentencePiece tokenizer, loading
+tokenizers and checkpoints (with one-line errors offline), from-scratch T5 v1.1 configs, precision."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from typing import Any, Iterable, Iterator
+
+from cli import UserError
+
+logger = logging.getLogger(__name__)
+
+NUM_SENTINELS = 100  # T5's <extra_id_0> ... <extra_id_99>
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, seed: int = 0, max_sentences: int = 2_000_000) -> Any:
+    """Train a SentencePiece unigram model on `texts` and wrap it as a T5 tokenizer.
+
+    `vocab_size` pieces (pad=0, eos=1, unk=2, no bos, as T5's spiece.model) plus the 100 sentinels,
+    which `T5Tokenizer` appends in descending order (<extra_id_0> = len(tokenizer) - 1) as in T5.
+    The tokenizer is built from a `spiece.model` file: `T5Tokenizer(vocab_file=...)` ignores the
+    file in transformers 5 (see ../shared/ENVIRONMENT.md).
+    """
+    import sentencepiece as spm
+    from transformers import T5Tokenizer
+
+    spm.set_random_generator_seed(seed)  # input shuffling and sampling
+    with tempfile.TemporaryDirectory() as tmp:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=_nonempty_lines(texts),
+            model_prefix=os.path.join(tmp, "spiece"),
+            vocab_size=vocab_size,
+            model_type="unigram",
+            pad_id=0,
+            eos_id=1,
+            unk_id=2,
+            bos_id=-1,
+            input_sentence_size=max_sentences,
+            shuffle_input_sentence=True,
+            seed_sentencepiece_size=1_000_000,
+            hard_vocab_limit=False,  # small corpora may not support the full vocabulary
+            minloglevel=2,
+        )
+        tokenizer = T5Tokenizer.from_pretrained(tmp, extra_ids=NUM_SENTINELS)
+        with open(os.path.join(tmp, "spiece.model"), "rb") as f:
+            tokenizer.spiece_model_bytes = f.read()  # kept so save_tokenizer can write it beside the model
+    logger.info("trained a SentencePiece unigram tokenizer: %d pieces + %d sentinels", len(tokenizer) - NUM_SENTINELS, NUM_SENTINELS)
+    return tokenizer
+
+
+def _nonempty_lines(texts: Iterable[str]) -> Iterator[str]:
+    for text in texts:
+        for line in text.splitlines():
+            if line.strip():
+                yield line
+
+
+def save_tokenizer(tokenizer: Any, output_dir: str) -> None:
+    """`save_pretrained`, plus the raw `spiece.model` of a tokenizer trained here (other tools read it)."""
+    tokenizer.save_pretrained(output_dir)
+    model_bytes = getattr(tokenizer, "spiece_model_bytes", None)
+    if model_bytes is not None:
+        with open(os.path.join(output_dir, "spiece.model"), "wb") as f:
+            f.write(model_bytes)
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def _load_error(kind: str, flag: str, name: str, err: Exception) -> UserError:
+    where = "no such local directory, and the Hub is off (HF_HUB_OFFLINE=1)" if _offline() else f"{type(err).__name__}: {err}".splitlines()[0]
+    if not _offline() and not os.path.isdir(name):
+        where += " (no such local directory either)"
+    return UserError(f"{flag} {name!r}: cannot load the {kind}: {where}; give a local directory or a Hub name")
+
+
+def load_tokenizer(name_or_path: str, flag: str = "--tokenizer_name") -> Any:
+    """A pretrained tokenizer by Hub name or local directory; a user error if it cannot be had."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as err:
+        raise _load_error("tokenizer", flag, name_or_path, err) from None
+
+
+def load_config(name_or_path: str, flag: str = "--config_name", **overrides: Any) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name_or_path, **overrides)
+    except (OSError, ValueError) as err:
+        raise _load_error("model config", flag, name_or_path, err) from None
+
+
+def load_model(name_or_path: str, flag: str = "--model_name_or_path", **overrides: Any) -> Any:
+    """A T5 checkpoint (Hub name or local directory); config fields such as dropout_rate may be overridden."""
+    from transformers import T5ForConditionalGeneration
+
+    try:
+        return T5ForConditionalGeneration.from_pretrained(name_or_path, **overrides)
+    except (OSError, ValueError) as err:
+        raise _load_error("model", flag, name_or_path, err) from None
+
+
+def t5_v1_1_config(vocab_size: int, tokenizer: Any, **sizes: Any) -> Any:
+    """A from-scratch T5 v1.1 config: gated-GELU feed-forward, untied embeddings, no dropout by default.
+
+    `sizes` are T5Config fields (d_model, d_ff, d_kv, num_layers, num_decoder_layers, num_heads,
+    dropout_rate, ...); None values keep T5 v1.1 small's.
+    """
+    from transformers import T5Config
+
+    fields = dict(
+        d_model=512, d_ff=1024, d_kv=64, num_layers=8, num_heads=6, dropout_rate=0.0,  # google/t5-v1_1-small
+        feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+    )
+    fields.update({k: v for k, v in sizes.items() if v is not None})
+    return T5Config(
+        vocab_size=vocab_size,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        **fields,
+    )
+
+
+def fit_embeddings_to_tokenizer(model: Any, tokenizer: Any) -> None:
+    """Grow the embedding matrix when the tokenizer has more tokens than the model has rows.
+
+    Never shrink it: T5 checkpoints carry more rows than tokens (32128 vs 32100).
+    """
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:
+        logger.info("resizing token embeddings %d -> %d", rows, len(tokenizer))
+        model.resize_token_embeddings(len(tokenizer))
+
+
+def resolve_precision(training_args: Any, allow_fp16: bool) -> str:
+    """Decide fp32 / bf16 / fp16 and set it on `training_args`; returns the choice for the logs.
+
+    - bf16 by default on CUDA devices that support it (T5 was trained in bf16);
+    - fp32 by default on the CPU; `--bf16` turns on CPU bf16 autocast (~1.9x faster on CPUs with
+      bf16 instructions); `--bf16 False` keeps fp32 anywhere;
+    - fp16 is refused unless `--allow_fp16`: T5's activations overflow fp16 (HF #5651, #14531; nanoT5:
+      "all experiments with FP16 precision diverged").
+    `training_args.bf16` is None when the user did not say (see `SharedArguments`).
+    """
+    import torch
+
+    if training_args.fp16:
+        if not allow_fp16:
+            raise UserError(
+                "--fp16: T5 overflows in float16 and diverges (HF #5651, #14531); use --bf16 (or fp32), "
+                "or pass --allow_fp16 to force it"
+            )
+        training_args.bf16 = False
+        return "fp16"
+    if training_args.bf16 is None:
+        on_cuda = torch.cuda.is_available() and not training_args.use_cpu
+        training_args.bf16 = bool(on_cuda and torch.cuda.is_bf16_supported())
+    return "bf16" if training_args.bf16 else "fp32"

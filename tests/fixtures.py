@@ -1,0 +1,57 @@
+"""Shared test fixtures: a generated corpus, a tiny tokenizer and a tiny T5, built once per process."""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+_WORDS = (
+    "the a model learns tokens from text and predicts missing spans of words in every sentence while "
+    "training on small batches with noise density mean length sentinel encoder decoder attention layer "
+    "weights loss goes down quickly when data repeats often enough for tests to check it"
+).split()
+
+
+def generated_corpus(num_lines: int = 400, seed: int = 0) -> list[str]:
+    """Deterministic English-like lines (8-20 words each) drawn from a fixed word list."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(_WORDS) for _ in range(rng.randint(8, 20))) + "." for _ in range(num_lines)]
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_tokenizer() -> Any:
+    """A T5 tokenizer (SentencePiece unigram, ~130 pieces + 100 sentinels) trained on the generated corpus."""
+    from modeling import train_tokenizer
+
+    tokenizer = train_tokenizer(generated_corpus(), vocab_size=130)
+    tokenizer.model_max_length = 512
+    return tokenizer
+
+
+def tiny_t5_config(vocab_size: int, **overrides: Any) -> Any:
+    from transformers import T5Config
+
+    tokenizer = tiny_tokenizer()
+    fields = dict(
+        vocab_size=vocab_size, d_model=32, d_ff=37, d_kv=8, num_layers=2, num_heads=4, dropout_rate=0.0,
+        feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    fields.update(overrides)
+    return T5Config(**fields)
+
+
+def tiny_t5(seed: int = 0, **overrides: Any) -> Any:
+    """A freshly initialised tiny T5 (about 30k parameters) over the tiny tokenizer's vocabulary."""
+    import torch
+    from transformers import T5ForConditionalGeneration
+
+    torch.manual_seed(seed)
+    return T5ForConditionalGeneration(tiny_t5_config(len(tiny_tokenizer()), **overrides))
