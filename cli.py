@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from typing import Any, Callable, Sequence
+
 
 class UserError(Exception):
     """A mistake in the user's input (file, record, field or flag).
@@ -9,3 +14,99 @@ class UserError(Exception):
     Scripts turn it into one line on stderr and exit code 2, without a traceback. The message names
     the file, record and field and says what would be valid.
     """
+
+
+CONFIG_FLAG = "--config"
+
+
+def run_main(main: Callable[[list[str] | None], Any]) -> None:
+    """Run a script's `main`, turning a `UserError` into one line on stderr and exit code 2."""
+    try:
+        main(None)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def expand_argv(argv: Sequence[str] | None) -> list[str]:
+    """The command line with the W&B agent's `--_wandb...` dropped and `--config FILE` expanded.
+
+    `--config FILE` (YAML or JSON, a mapping of argument names to values) becomes `--name=value`
+    arguments placed first, so flags given on the command line override the file. Values travel as
+    strings, which also sidesteps PyYAML reading `5e-4` as the string '5e-4'.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    args = [a for a in args if not a.startswith("--_wandb")]  # added by `wandb agent`
+    from_files: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == CONFIG_FLAG or arg.startswith(CONFIG_FLAG + "="):
+            if "=" in arg:
+                path = arg.split("=", 1)[1]
+            elif i + 1 < len(args):
+                path, i = args[i + 1], i + 1
+            else:
+                raise UserError(f"{CONFIG_FLAG} needs a file: a YAML or JSON mapping of argument names to values")
+            from_files.extend(config_file_argv(path))
+        else:
+            rest.append(arg)
+        i += 1
+    return from_files + rest
+
+
+def config_file_argv(path: str) -> list[str]:
+    """`--name=value` arguments from a YAML/JSON config file."""
+    if not os.path.isfile(path):
+        raise UserError(f"{CONFIG_FLAG} {path}: no such file")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        if path.endswith(".json"):
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
+    except Exception as err:  # yaml.YAMLError; its mark gives the position
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise UserError(f"{path}: invalid YAML{where}: {getattr(err, 'problem', err)}") from None
+    if data is None:
+        return []
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a config file must be a mapping of argument names to values, got {type(data).__name__}")
+    argv: list[str] = []
+    for key, value in data.items():
+        if value is None:
+            continue
+        if isinstance(value, list):
+            argv.append(f"--{key}")
+            argv.extend(str(v) for v in value)
+        elif isinstance(value, dict):
+            argv.append(f"--{key}={json.dumps(value)}")
+        else:
+            argv.append(f"--{key}={value}")
+    return argv
+
+
+def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None, description: str | None = None) -> tuple:
+    """Parse the command line (and any `--config FILE`) into instances of `dataclass_types`.
+
+    Unknown arguments and invalid combinations (the dataclasses' `__post_init__` checks) become
+    `UserError`s; argparse's own type errors print usage and exit 2 as usual.
+    """
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(dataclass_types, description=description)
+    args = expand_argv(argv)
+    try:
+        return parser.parse_args_into_dataclasses(args=args, look_for_args_file=False)
+    except UserError:
+        raise
+    except ValueError as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(message) from None

@@ -205,7 +205,7 @@ class T5DataCollator:
         self._worker_seeded = True
 
     def corrupt(self, input_ids: np.ndarray) -> dict[str, np.ndarray]:
-        """Span-corrupt a (batch, expanded_length) int array; returns numpy inputs and labels."""
+        """Span-corrupt a (batch, expanded_length) int array into numpy input_ids, labels and decoder_input_ids."""
         batch_size, length = input_ids.shape
         if length != self.expanded_length:
             raise ValueError(
@@ -235,11 +235,22 @@ class T5DataCollator:
         labels = labels[keep].reshape(batch_size, -1)
 
         eos = np.full((batch_size, 1), self.eos_token_id, dtype=np.int64)
-        return {"input_ids": np.concatenate([inputs, eos], axis=1), "labels": np.concatenate([labels, eos], axis=1)}
+        labels = np.concatenate([labels, eos], axis=1)
+        decoder_input_ids = np.empty_like(labels)  # labels shifted right behind the start token
+        decoder_input_ids[:, 0] = self.decoder_start_token_id
+        decoder_input_ids[:, 1:] = labels[:, :-1]
+        return {"input_ids": np.concatenate([inputs, eos], axis=1), "labels": labels, "decoder_input_ids": decoder_input_ids}
 
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Corrupt a list of `{"input_ids": [...]}` rows into a batch of torch tensors.
+
+        Rows corrupted ahead of time (holding `labels`, e.g. a fixed validation set) are only stacked.
+        """
         import torch
 
+        if examples and "labels" in examples[0]:
+            keys = ("input_ids", "labels", "decoder_input_ids")
+            return {key: torch.as_tensor(np.asarray([example[key] for example in examples], dtype=np.int64)) for key in keys}
         self._reseed_in_worker()
         try:
             ids = np.asarray([example["input_ids"] for example in examples], dtype=np.int64)
@@ -248,13 +259,4 @@ class T5DataCollator:
             raise ValueError(f"examples must all hold {self.expanded_length} tokens, got lengths {lengths}") from err
         if ids.ndim != 2:
             raise ValueError(f"examples must be lists of {self.expanded_length} token ids, got shape {ids.shape}")
-        batch = self.corrupt(ids)
-        labels = batch["labels"]
-        decoder_input_ids = np.empty_like(labels)
-        decoder_input_ids[:, 0] = self.decoder_start_token_id
-        decoder_input_ids[:, 1:] = labels[:, :-1]
-        return {
-            "input_ids": torch.from_numpy(batch["input_ids"]),
-            "labels": torch.from_numpy(labels),
-            "decoder_input_ids": torch.from_numpy(decoder_input_ids),
-        }
+        return {key: torch.from_numpy(value) for key, value in self.corrupt(ids).items()}

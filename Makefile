@@ -1,0 +1,35 @@
+# Two commands: `make demo` (the main job on an embedded offline default) and `make test`.
+# Both start with `make install`, which creates .venv from requirements.txt once.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Offline by default: cluster compute nodes often have no internet, and neither does CI.
+RUN := HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY)
+DEMO_DIR ?= runs/demo
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	touch $@
+
+# Pre-train a tiny T5 (tokenizer trained on the corpus) on the Python standard library's docstrings.
+demo: install
+	$(RUN) pre_train_t5.py --output_dir $(DEMO_DIR)/pretrain --overwrite_output_dir \
+	  --train_tokenizer_vocab_size 1000 --d_model 128 --d_ff 256 --d_kv 32 --num_layers 2 --num_heads 4 \
+	  --max_seq_length 128 --per_device_train_batch_size 32 --max_steps 600 --warmup_steps 30 \
+	  --logging_steps 50 --eval_strategy steps --eval_steps 200 --save_strategy no \
+	  --per_device_eval_batch_size 64 --disable_tqdm True
+
+test: install
+	$(RUN) -m pytest -q tests
+
+bench: install
+	$(RUN) bench/collator.py
+
+clean:
+	rm -rf runs

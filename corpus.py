@@ -1,0 +1,258 @@
+"""Pre-training text: finding, validating and loading corpora, then tokenizing and packing them.
+
+Sources, in order of precedence: a Hub dataset (`--dataset_name`), local files (`--train_file`,
+`--validation_file`: .txt, .txt.gz, .jsonl with a `text` field), a directory holding `train.*` and
+`dev.*`, or, with no data flag at all, the embedded default: the docstrings of the Python standard
+library plus its pydoc topics, real English that every machine has offline.
+"""
+
+from __future__ import annotations
+
+import ast
+import codecs
+import gzip
+import json
+import logging
+import os
+import sysconfig
+from dataclasses import dataclass
+from itertools import chain
+from typing import Any, Iterator
+
+from cli import UserError
+
+logger = logging.getLogger(__name__)
+
+TEXT_SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz")
+SPLIT_STEMS = {"train": ("train",), "validation": ("dev", "validation", "valid")}
+_STDLIB_SKIP_DIRS = {"test", "tests", "idlelib", "site-packages", "dist-packages", "lib2to3", "turtledemo", "ensurepip"}
+
+
+@dataclass(frozen=True)
+class CorpusFiles:
+    """Local corpus files: a training file and an optional validation file."""
+
+    train: str
+    validation: str | None = None
+
+
+def find_corpus_files(train_file: str | None, validation_file: str | None, data_dir: str | None) -> CorpusFiles | None:
+    """Resolve the local data flags to files (None: no local data given); a `UserError` if they are wrong."""
+    if data_dir is not None:
+        if train_file is not None:
+            raise UserError("--data_dir and --train_file both given: use one (a directory holds train.txt and dev.txt)")
+        if not os.path.isdir(data_dir):
+            raise UserError(f"--data_dir {data_dir}: no such directory")
+        found = {split: _find_split_file(data_dir, stems) for split, stems in SPLIT_STEMS.items()}
+        if found["train"] is None:
+            names = ", ".join("train" + s for s in TEXT_SUFFIXES)
+            raise UserError(f"--data_dir {data_dir}: no training file; expected one of {names}")
+        train_file, validation_file = found["train"], validation_file or found["validation"]
+    if train_file is None:
+        if validation_file is not None:
+            raise UserError("--validation_file needs --train_file (or --data_dir)")
+        return None
+    for flag, path in (("--train_file", train_file), ("--validation_file", validation_file)):
+        if path is not None:
+            validate_text_file(path, flag)
+    return CorpusFiles(train_file, validation_file)
+
+
+def _find_split_file(directory: str, stems: tuple[str, ...]) -> str | None:
+    for stem in stems:
+        for suffix in TEXT_SUFFIXES:
+            path = os.path.join(directory, stem + suffix)
+            if os.path.isfile(path):
+                return path
+    return None
+
+
+def _open_binary(path: str) -> Any:
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+
+
+def validate_text_file(path: str, flag: str) -> None:
+    """Check a corpus file before anything heavy runs: exists, has the right suffix, is UTF-8, has text.
+
+    JSONL files must hold one JSON object per line with a string `text` field. Errors name the file,
+    the line and what is wrong.
+    """
+    if not os.path.exists(path):
+        raise UserError(f"{flag} {path}: no such file")
+    if os.path.isdir(path):
+        raise UserError(f"{flag} {path}: is a directory; give a file, or the directory as --data_dir")
+    if not path.endswith(TEXT_SUFFIXES):
+        raise UserError(f"{flag} {path}: unsupported file type; use one of {', '.join(TEXT_SUFFIXES)}")
+    is_jsonl = ".jsonl" in os.path.basename(path)
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line_number, characters, pending = 0, 0, ""
+    try:
+        with _open_binary(path) as f:
+            offset = 0
+            while chunk := f.read(1 << 20):
+                try:
+                    text = pending + decoder.decode(chunk)
+                except UnicodeDecodeError as err:
+                    line = line_number + 1 + chunk[: err.start].count(b"\n") + pending.count("\n")
+                    raise UserError(
+                        f"{flag} {path}: not UTF-8 text: byte 0x{chunk[err.start]:02x} at offset {offset + err.start} "
+                        f"(line {line}); re-encode the file as UTF-8"
+                    ) from None
+                offset += len(chunk)
+                *lines, pending = text.split("\n")
+                for line in lines:
+                    line_number += 1
+                    characters += _check_line(line, line_number, path, flag, is_jsonl)
+            if pending:
+                characters += _check_line(pending, line_number + 1, path, flag, is_jsonl)
+    except (OSError, EOFError) as err:  # a corrupt or truncated gzip stream
+        raise UserError(f"{flag} {path}: cannot read: {err}") from None
+    if characters == 0:
+        raise UserError(f"{flag} {path}: the file holds no text")
+
+
+def _check_line(line: str, line_number: int, path: str, flag: str, is_jsonl: bool) -> int:
+    """Number of text characters on a line; a `UserError` for a malformed JSONL record."""
+    if not is_jsonl:
+        return len(line.strip())
+    if not line.strip():
+        return 0
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{flag} {path}: line {line_number}: invalid JSON at column {err.colno}: {err.msg}") from None
+    if not isinstance(record, dict) or "text" not in record:
+        raise UserError(f"{flag} {path}: line {line_number}: each line must be a JSON object with a \"text\" field")
+    if not isinstance(record["text"], str):
+        raise UserError(
+            f"{flag} {path}: line {line_number}: field \"text\" must be a string, got {type(record['text']).__name__}"
+        )
+    return len(record["text"].strip())
+
+
+def stdlib_documents() -> list[str]:
+    """The docstrings of the Python standard library (read with `ast`, nothing is imported) and the
+    pydoc topic texts: about 2 MB of English prose, the same on every machine with this Python."""
+    root = sysconfig.get_paths()["stdlib"]
+    documents = []
+    for directory, subdirs, files in os.walk(root):
+        subdirs[:] = sorted(d for d in subdirs if d not in _STDLIB_SKIP_DIRS and not d.startswith(("config-", "__")))
+        for name in sorted(files):
+            if name.endswith(".py"):
+                documents.extend(_docstrings(os.path.join(directory, name)))
+    try:
+        from pydoc_data.topics import topics
+
+        documents.extend(topics[key] for key in sorted(topics))
+    except ImportError:  # some distributions drop pydoc_data
+        pass
+    return [doc.strip() for doc in documents if len(doc.strip()) >= 40]
+
+
+def _docstrings(path: str) -> Iterator[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (SyntaxError, UnicodeDecodeError, ValueError):
+        return
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            doc = ast.get_docstring(node)
+            if doc:
+                yield doc
+
+
+def load_raw_corpus(
+    files: CorpusFiles | None,
+    dataset_name: str | None,
+    dataset_config_name: str | None,
+    text_column: str,
+    streaming: bool,
+    cache_dir: str | None = None,
+) -> Any:
+    """A `datasets.DatasetDict` (or `IterableDatasetDict`) of documents in column `text_column`."""
+    import datasets
+
+    if dataset_name is not None:
+        try:
+            raw = datasets.load_dataset(dataset_name, dataset_config_name, streaming=streaming, cache_dir=cache_dir)
+        except (ConnectionError, FileNotFoundError, ValueError, OSError) as err:
+            hint = " (the Hub is off: HF_HUB_OFFLINE=1)" if os.environ.get("HF_HUB_OFFLINE") else ""
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(f"--dataset_name {dataset_name}: cannot load{hint}: {first}") from None
+        if "train" not in raw:
+            raise UserError(f"--dataset_name {dataset_name}: no 'train' split; splits are {sorted(raw)}")
+        columns = raw["train"].column_names
+        if columns is not None and text_column not in columns:
+            raise UserError(f"--dataset_name {dataset_name}: no column {text_column!r}; columns are {columns} (set --text_column)")
+        return raw
+    if files is None:
+        logger.info("no data flags: pre-training on the embedded default (Python standard library docstrings)")
+        dataset = datasets.Dataset.from_dict({text_column: stdlib_documents()})
+        return datasets.DatasetDict({"train": dataset.to_iterable_dataset() if streaming else dataset})
+    data_files = {"train": files.train}
+    if files.validation is not None:
+        data_files["validation"] = files.validation
+    builder = "json" if ".jsonl" in os.path.basename(files.train) else "text"
+    if files.validation is not None and ("json" if ".jsonl" in os.path.basename(files.validation) else "text") != builder:
+        raise UserError(f"--validation_file {files.validation}: must be the same kind of file as {files.train}")
+    raw = datasets.load_dataset(builder, data_files=data_files, streaming=streaming, cache_dir=cache_dir)
+    if builder == "text" and text_column != "text":
+        raw = raw.rename_column("text", text_column)
+    # Blank lines of a .txt file are not documents.
+    return raw.filter(lambda example: bool(example[text_column] and example[text_column].strip()))
+
+
+def tokenize_and_pack(
+    raw: Any, tokenizer: Any, row_length: int, text_column: str, num_proc: int | None, main_process_first: Any
+) -> Any:
+    """Tokenize every split once and cut the token stream into rows of exactly `row_length` tokens.
+
+    Each document ends with `</s>` (the tokenizer appends it), so documents are joined with `</s>`
+    between them, as in the HF and nanoT5 pipelines (Google's T5 joined them with nothing between).
+    Rows are packed: no padding; the last partial row of every map batch of 1000 documents is dropped.
+    """
+    streaming = not hasattr(next(iter(raw.values())), "num_rows")
+
+    def tokenize(batch: dict[str, list]) -> dict[str, list]:
+        return {"input_ids": tokenizer(batch[text_column], add_special_tokens=True, verbose=False)["input_ids"]}
+
+    def pack(batch: dict[str, list]) -> dict[str, list]:
+        stream = list(chain.from_iterable(batch["input_ids"]))
+        usable = len(stream) // row_length * row_length
+        return {"input_ids": [stream[i : i + row_length] for i in range(0, usable, row_length)]}
+
+    packed = {}
+    with main_process_first(desc="tokenizing and packing the corpus"):
+        for split, dataset in raw.items():
+            columns = dataset.column_names
+            map_kwargs: dict[str, Any] = {"batched": True, "remove_columns": columns}
+            if not streaming:
+                map_kwargs.update(num_proc=num_proc, desc=f"tokenizing {split}")
+            tokenized = dataset.map(tokenize, **map_kwargs)
+            pack_kwargs: dict[str, Any] = {"batched": True}
+            if not streaming:
+                pack_kwargs.update(num_proc=num_proc, desc=f"packing {split} into rows of {row_length}")
+            packed[split] = tokenized.map(pack, **pack_kwargs)
+    return packed
+
+
+def split_off_validation(packed: dict[str, Any], percentage: float, seed: int, eval_rows_streaming: int) -> tuple[Any, Any]:
+    """(train, validation) rows; holds out `percentage` % of the packed rows when no validation split exists.
+
+    Rows rather than documents are held out so that a small corpus still gets whole validation rows.
+    A streamed corpus without a validation split gives its first `eval_rows_streaming` rows to validation.
+    """
+    train = packed["train"]
+    if "validation" in packed:
+        return train, packed["validation"]
+    if not hasattr(train, "num_rows"):
+        return train.skip(eval_rows_streaming), train.take(eval_rows_streaming)
+    if train.num_rows < 2:
+        raise UserError(
+            f"the training corpus holds {train.num_rows} row(s) of packed tokens; at least 2 are needed to hold "
+            "out validation (give more text, a shorter --max_seq_length, or a --validation_file)"
+        )
+    held_out = min(max(1, round(train.num_rows * percentage / 100)), train.num_rows - 1)
+    split = train.train_test_split(test_size=held_out, seed=seed, shuffle=True)
+    return split["train"], split["test"]

@@ -1,0 +1,245 @@
+"""Training plumbing shared by the scripts: the shared Trainer arguments (precision policy, output-dir
+safety), the token-weighted loss that keeps gradient accumulation exact, logging, atomic result files,
+provenance and the loss-curve plot."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from transformers import Seq2SeqTrainingArguments
+
+from cli import UserError
+
+logger = logging.getLogger(__name__)
+
+FINISHED_MARKER = "all_results.json"  # written last by a finished training run
+PACKAGES = ("torch", "transformers", "datasets", "accelerate", "tokenizers", "sentencepiece", "numpy", "deepspeed", "wandb")
+
+
+@dataclass
+class ToolkitTrainingArguments(Seq2SeqTrainingArguments):
+    """`Seq2SeqTrainingArguments` plus the toolkit's shared flags.
+
+    Changed default: `bf16` is None ("auto"): on for CUDA GPUs that support bf16, off on the CPU.
+    """
+
+    bf16: bool | None = field(
+        default=None,
+        metadata={
+            "help": "bf16 mixed precision. Default: on for CUDA GPUs that support it, off elsewhere; on a CPU, "
+            "--bf16 turns on CPU autocast (~1.9x faster with bf16 instructions). --bf16 False forces fp32."
+        },
+    )
+    allow_fp16: bool = field(
+        default=False, metadata={"help": "Allow --fp16, which T5 refuses by default: its activations overflow float16."}
+    )
+    no_train: bool = field(default=False, metadata={"help": "Skip training: only evaluate (and predict) the given model."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Train into an output_dir that holds a finished run (its results are replaced)."}
+    )
+
+    def __post_init__(self) -> None:
+        # Decided before the parent's checks, which turn bf16 into accelerate's mixed_precision.
+        if self.fp16 and not self.allow_fp16:
+            raise UserError(
+                "--fp16: T5's activations overflow float16 and training diverges (HF #5651, #14531; nanoT5: all its "
+                "fp16 runs diverged); use --bf16 or fp32, or pass --allow_fp16 to force it"
+            )
+        cuda = torch.cuda.is_available() and not self.use_cpu
+        if self.bf16 is None:
+            self.bf16 = bool(not self.fp16 and cuda and torch.cuda.is_bf16_supported())
+        if self.bf16 and not cuda and not _other_accelerator():
+            self.use_cpu = True  # CPU bf16 autocast; transformers refuses bf16 on a CPU unless told so
+        if not cuda:
+            self.dataloader_pin_memory = False  # pinning needs an accelerator; it only warns on a CPU
+        super().__post_init__()
+
+    @property
+    def precision(self) -> str:
+        return "fp16" if self.fp16 else "bf16" if self.bf16 else "fp32"
+
+
+def _other_accelerator() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def token_weighted_cross_entropy(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+    """Cross-entropy summed over label tokens and divided by the label tokens of the whole step.
+
+    Passed to the Trainer as `compute_loss_func`. With gradient accumulation the Trainer counts the
+    label tokens of all k micro-batches (`num_items_in_batch`), so k micro-batches give the same loss
+    and gradient as one batch k times larger, token-weighted. transformers 5.23 gets this wrong for
+    T5 by itself: T5's `forward` takes **kwargs, so the Trainer skips dividing by the accumulation
+    steps while T5 returns a per-batch mean, and loss and gradient come out k times too large.
+    """
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+    total = F.cross_entropy(logits.float().view(-1, logits.size(-1)), labels.view(-1).to(logits.device), ignore_index=-100, reduction="sum")
+    if num_items_in_batch is None:  # evaluation, or a caller that did not count: the batch mean
+        num_items_in_batch = labels.ne(-100).sum()
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch
+
+
+def setup_logging(training_args: Any) -> None:
+    """Log INFO on the main process and warnings elsewhere, for our modules and transformers alike."""
+    import datasets
+    import transformers
+
+    level = logging.INFO if training_args.should_log else logging.WARNING
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level)
+    logging.getLogger().setLevel(level)
+    transformers.utils.logging.set_verbosity(logging.WARNING)
+    logging.getLogger("transformers.trainer").setLevel(level)  # keeps "***** Running training *****" and friends
+    datasets.utils.logging.set_verbosity(logging.WARNING)
+
+
+def check_output_dir(output_dir: str, overwrite: bool, resuming: bool = False) -> None:
+    """Refuse to train into a finished run or below a regular file; creates nothing."""
+    path = os.path.abspath(output_dir)
+    probe = path
+    while probe and not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if probe and os.path.exists(probe) and not os.path.isdir(probe):
+        raise UserError(f"--output_dir {output_dir}: {probe} is a file, not a directory; choose another output_dir")
+    if os.path.isfile(os.path.join(path, FINISHED_MARKER)) and not (overwrite or resuming):
+        raise UserError(
+            f"--output_dir {output_dir}: holds a finished run ({FINISHED_MARKER}); choose a new directory or pass "
+            "--overwrite_output_dir to replace it"
+        )
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=True, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+_SECRET_KEY = re.compile(r"(^|_)(token|api_key|key|secret|password|passwd)$", re.IGNORECASE)
+_SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|[0-9a-f]{40}|wandb_v1_[A-Za-z0-9_]{20,})\b")
+REDACTED = "<redacted>"
+
+
+def _is_secret_key(key: str) -> bool:
+    return bool(_SECRET_KEY.search(key.lstrip("-"))) and not key.lstrip("-").endswith(("_token_id", "yes_token", "no_token"))
+
+
+def redact(value: Any) -> Any:
+    """A copy of `value` with secrets (tokens, API keys) replaced, by key name and by value shape."""
+    if isinstance(value, dict):
+        return {k: (REDACTED if _is_secret_key(str(k)) and v not in (None, "") else redact(v)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    if isinstance(value, str):
+        return _SECRET_VALUE.sub(REDACTED, value)
+    return value
+
+
+def redact_argv(argv: Sequence[str]) -> list[str]:
+    """The command line with the values of secret flags (`--hub_token X`, `--hub_token=X`) replaced."""
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            out.append(REDACTED)
+            hide_next = False
+        elif arg.startswith("--") and "=" in arg and _is_secret_key(arg.split("=", 1)[0]):
+            out.append(arg.split("=", 1)[0] + "=" + REDACTED)
+        elif arg.startswith("--") and _is_secret_key(arg):
+            out.append(arg)
+            hide_next = True
+        else:
+            out.append(_SECRET_VALUE.sub(REDACTED, arg))
+    return out
+
+
+def _git_commit() -> str | None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if commit.returncode != 0:
+        return None
+    return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def _package_versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def write_provenance(output_dir: str, arg_objects: Sequence[Any], argv: Sequence[str] | None) -> None:
+    """`provenance.json`: the resolved arguments (secrets redacted), the command line, the git commit
+    and the installed package versions."""
+    arguments: dict[str, Any] = {}
+    for obj in arg_objects:
+        arguments.update(obj.to_dict() if hasattr(obj, "to_dict") else dataclasses.asdict(obj))
+    command = [os.path.basename(sys.argv[0])] + list(sys.argv[1:] if argv is None else argv)
+    write_json_atomic(
+        os.path.join(output_dir, "provenance.json"),
+        {
+            "arguments": redact(arguments),
+            "command": redact_argv(command),
+            "git_commit": _git_commit(),
+            "python": sys.version.split()[0],
+            "packages": _package_versions(),
+        },
+    )
+
+
+def plot_loss_curve(log_history: list[dict[str, Any]], path: str) -> None:
+    """Training and evaluation loss against the step, from the Trainer's `state.log_history`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
+    evals = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e and "step" in e]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    if train:
+        ax.plot(*zip(*train), label="train loss", color="tab:blue")
+    if evals:
+        ax.plot(*zip(*evals), "o-", label="eval loss", color="tab:orange")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy per label token")
+    ax.set_yscale("log")
+    ax.set_title(os.path.basename(os.path.dirname(os.path.abspath(path))) or "loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
