@@ -102,7 +102,7 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None, desc
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser(dataclass_types, description=description)
-    args = expand_argv(argv)
+    args = _bare_optional_bool_flags(expand_argv(argv), dataclass_types)
     try:
         return parser.parse_args_into_dataclasses(args=args, look_for_args_file=False)
     except UserError:
@@ -110,3 +110,24 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None, desc
     except ValueError as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(message) from None
+
+
+def _bare_optional_bool_flags(args: list[str], dataclass_types: Sequence[type]) -> list[str]:
+    """Let `--bf16` alone mean `--bf16=True` for tri-state (None = auto) bool fields.
+
+    HfArgumentParser only accepts a bare flag for bool fields with a non-None default.
+    """
+    import dataclasses
+    import typing
+
+    names = set()
+    for cls in dataclass_types:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.default is None and hints.get(f.name) == typing.Optional[bool]:
+                names.update({f"--{f.name}", f"--{f.name.replace('_', '-')}"})
+    out = []
+    for i, arg in enumerate(args):
+        bare = arg in names and (i + 1 == len(args) or args[i + 1].startswith("--"))
+        out.append(arg + "=True" if bare else arg)
+    return out

@@ -226,6 +226,8 @@ def tokenize_and_pack(
     with main_process_first(desc="tokenizing and packing the corpus"):
         for split, dataset in raw.items():
             columns = dataset.column_names
+            if columns is None:  # a streamed split whose features are unknown until read
+                columns = list(next(iter(dataset)).keys())
             map_kwargs: dict[str, Any] = {"batched": True, "remove_columns": columns}
             if not streaming:
                 map_kwargs.update(num_proc=num_proc, desc=f"tokenizing {split}")
@@ -237,7 +239,9 @@ def tokenize_and_pack(
     return packed
 
 
-def split_off_validation(packed: dict[str, Any], percentage: float, seed: int, eval_rows_streaming: int) -> tuple[Any, Any]:
+def split_off_validation(
+    packed: dict[str, Any], percentage: float, seed: int, eval_rows_streaming: int, source: str
+) -> tuple[Any, Any]:
     """(train, validation) rows; holds out `percentage` % of the packed rows when no validation split exists.
 
     Rows rather than documents are held out so that a small corpus still gets whole validation rows.
@@ -250,8 +254,8 @@ def split_off_validation(packed: dict[str, Any], percentage: float, seed: int, e
         return train.skip(eval_rows_streaming), train.take(eval_rows_streaming)
     if train.num_rows < 2:
         raise UserError(
-            f"the training corpus holds {train.num_rows} row(s) of packed tokens; at least 2 are needed to hold "
-            "out validation (give more text, a shorter --max_seq_length, or a --validation_file)"
+            f"{source}: the training text fills {train.num_rows} row(s) of packed tokens; at least 2 are needed to "
+            "hold out validation (give more text, a shorter --max_seq_length, or a --validation_file)"
         )
     held_out = min(max(1, round(train.num_rows * percentage / 100)), train.num_rows - 1)
     split = train.train_test_split(test_size=held_out, seed=seed, shuffle=True)

@@ -47,19 +47,23 @@ def _corrupted_lengths(length: int, noise_density: float, mean_noise_span_length
 def compute_input_and_target_lengths(
     inputs_length: int, noise_density: float, mean_noise_span_length: float
 ) -> tuple[int, int]:
-    """The raw row length that corrupts to `inputs_length` tokens, and the resulting targets length.
+    """The raw row length that corrupts to at most `inputs_length` tokens, and its targets length.
 
-    The longest `tokens_length` whose corrupted input fits in `inputs_length` (T5's
-    `random_spans_helper`). (512, 0.15, 3.0) -> (568, 114).
+    T5's `random_spans_helper`: the longest `tokens_length` (searching up from inputs_length - 1)
+    whose corrupted input fits. (512, 0.15, 3.0) -> (568, 114). Where no length corrupts to exactly
+    `inputs_length` (mean span 1 at density 0.5, the HF #22246 cap at high density), the collator pads
+    the inputs.
     """
-    tokens_length = inputs_length
+    tokens_length = inputs_length - 1
     while _corrupted_lengths(tokens_length + 1, noise_density, mean_noise_span_length)[0] <= inputs_length:
         tokens_length += 1
     _, targets_length = _corrupted_lengths(tokens_length, noise_density, mean_noise_span_length)
     # T5's tweak: at density 0.5 make targets no longer than inputs (a round number is likelier there).
+    # T5 then assumes one token fewer gives one target fewer; it does not always (e.g. 131 / 0.5 / 3),
+    # so the targets length is recomputed.
     if noise_density == 0.5 and targets_length > inputs_length:
         tokens_length -= 1
-        targets_length -= 1
+        _, targets_length = _corrupted_lengths(tokens_length, noise_density, mean_noise_span_length)
     return tokens_length, targets_length
 
 
@@ -68,26 +72,50 @@ def _random_cuts(num_items: int, num_segments: int, batch_size: int, rng: np.ran
 
     Row b's segment j is [cuts[b, j], cuts[b, j + 1]). The inner cuts are a uniformly random
     (num_segments - 1)-subset of the slots {1, ..., num_items - 1}, so every segmentation is equally
-    likely, as with T5's shuffle of a 0/1 indicator: the slots holding the k smallest of i.i.d.
-    random keys. Keys are float32 (partitioning them is ~4x faster than float64); a row whose k-th
-    and (k+1)-th keys tie is drawn again, which keeps the choice exactly uniform.
+    likely, as with T5's shuffle of a 0/1 indicator.
     """
     cuts = np.empty((batch_size, num_segments + 1), dtype=np.int64)
     cuts[:, 0], cuts[:, -1] = 0, num_items
     k, slots = num_segments - 1, num_items - 1
     if k == slots:
         cuts[:, 1:-1] = np.arange(1, num_items)
+    elif k > 0 and k * (k - 1) <= 2 * slots:
+        cuts[:, 1:-1] = _sparse_subsets(slots, k, batch_size, rng)
     elif k > 0:
-        keys = rng.random((batch_size, slots), dtype=np.float32)
-        while True:
-            threshold = np.partition(keys, k - 1, axis=1)[:, k - 1 : k]
-            chosen = keys <= threshold
-            ties = np.count_nonzero(chosen, axis=1) != k
-            if not ties.any():
-                break
-            keys[ties] = rng.random((int(ties.sum()), slots), dtype=np.float32)
-        cuts[:, 1:-1] = np.nonzero(chosen)[1].reshape(batch_size, k) + 1
+        cuts[:, 1:-1] = _dense_subsets(slots, k, batch_size, rng)
     return cuts
+
+
+def _sparse_subsets(slots: int, k: int, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted uniform k-subsets of {1..slots} when k is small: k i.i.d. draws, redrawn until distinct.
+
+    Conditioning i.i.d. draws on being distinct makes every subset equally likely; with
+    k(k-1)/2 <= slots at least ~37% of draws are distinct (the non-noise cuts of 568 / 0.15 / 3).
+    """
+    picks = np.sort(rng.integers(1, slots + 1, size=(batch_size, k)), axis=1)
+    repeat = (picks[:, 1:] == picks[:, :-1]).any(axis=1)
+    while repeat.any():
+        rows = np.flatnonzero(repeat)
+        redrawn = np.sort(rng.integers(1, slots + 1, size=(len(rows), k)), axis=1)
+        picks[rows] = redrawn
+        repeat[rows] = (redrawn[:, 1:] == redrawn[:, :-1]).any(axis=1)
+    return picks
+
+
+def _dense_subsets(slots: int, k: int, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted uniform k-subsets of {1..slots}: the slots holding the k smallest of i.i.d. random keys.
+
+    Keys are float32 (partitioning them is ~4x faster than float64); a row whose k-th and (k+1)-th
+    keys tie is drawn again, which keeps the choice exactly uniform.
+    """
+    keys = rng.random((batch_size, slots), dtype=np.float32)
+    while True:
+        threshold = np.partition(keys, k - 1, axis=1)[:, k - 1 : k]
+        chosen = keys <= threshold
+        ties = np.count_nonzero(chosen, axis=1) != k
+        if not ties.any():
+            return np.nonzero(chosen)[1].reshape(batch_size, k) + 1
+        keys[ties] = rng.random((int(ties.sum()), slots), dtype=np.float32)
 
 
 def _span_starts(
@@ -152,8 +180,10 @@ class T5DataCollator:
     """Span-corrupts packed rows into T5 `input_ids`, `labels` and `decoder_input_ids` tensors.
 
     Examples are `{"input_ids": [...]}` of exactly `expanded_length` tokens (see
-    `compute_input_and_target_lengths`); every row of a batch then corrupts to exactly
-    `input_length` inputs and `target_length` labels, so nothing is padded.
+    `compute_input_and_target_lengths`); every row of a batch then corrupts to the same number of
+    inputs and `target_length` labels. That is exactly `input_length` for T5's settings; in the few
+    settings where no row length corrupts to exactly `input_length`, inputs are right-padded and an
+    `attention_mask` is added.
     Token ids are never used as markers: a literal pad or EOS id inside the text is just a token
     (HF #15359).
     """
@@ -186,6 +216,7 @@ class T5DataCollator:
             )
         self.target_length = computed_target_length
         _, self.num_spans = _noise_counts(self.expanded_length, noise_density, mean_noise_span_length)
+        self.padding = input_length - _corrupted_lengths(self.expanded_length, noise_density, mean_noise_span_length)[0]
         self.sentinels = sentinel_ids(tokenizer, self.num_spans)
         self.eos_token_id = tokenizer.eos_token_id
         self.pad_token_id = tokenizer.pad_token_id
@@ -193,16 +224,20 @@ class T5DataCollator:
         self.decoder_start_token_id = self.pad_token_id if decoder_start_token_id is None else decoder_start_token_id
         self.seed = seed
         self.rng = np.random.default_rng(seed)
-        self._worker_seeded = False
+        self._worker_seed: int | None = None  # torch's seed of the DataLoader worker that owns self.rng
 
     def _reseed_in_worker(self) -> None:
-        """Give each DataLoader worker its own noise stream (copies of one generator would repeat masks)."""
+        """Give each DataLoader worker its own noise stream: copies of one generator would repeat masks.
+
+        torch draws a fresh seed per worker and per epoch (from the seeded main process), so workers
+        differ from each other and from one epoch to the next, reproducibly.
+        """
         import torch.utils.data
 
         info = torch.utils.data.get_worker_info()
-        if info is not None and not self._worker_seeded:
-            self.rng = np.random.default_rng([self.seed, info.id])
-        self._worker_seeded = True
+        if info is not None and info.seed != self._worker_seed:
+            self.rng = np.random.default_rng([self.seed, info.seed])
+            self._worker_seed = info.seed
 
     def corrupt(self, input_ids: np.ndarray) -> dict[str, np.ndarray]:
         """Span-corrupt a (batch, expanded_length) int array into numpy input_ids, labels and decoder_input_ids."""
@@ -239,7 +274,13 @@ class T5DataCollator:
         decoder_input_ids = np.empty_like(labels)  # labels shifted right behind the start token
         decoder_input_ids[:, 0] = self.decoder_start_token_id
         decoder_input_ids[:, 1:] = labels[:, :-1]
-        return {"input_ids": np.concatenate([inputs, eos], axis=1), "labels": labels, "decoder_input_ids": decoder_input_ids}
+        batch = {"input_ids": np.concatenate([inputs, eos], axis=1), "labels": labels, "decoder_input_ids": decoder_input_ids}
+        if self.padding > 0:
+            batch["attention_mask"] = np.ones((batch_size, self.input_length), dtype=np.int64)
+            batch["attention_mask"][:, -self.padding :] = 0
+            pad = np.full((batch_size, self.padding), self.pad_token_id, dtype=np.int64)
+            batch["input_ids"] = np.concatenate([batch["input_ids"], pad], axis=1)
+        return batch
 
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Corrupt a list of `{"input_ids": [...]}` rows into a batch of torch tensors.
@@ -249,7 +290,7 @@ class T5DataCollator:
         import torch
 
         if examples and "labels" in examples[0]:
-            keys = ("input_ids", "labels", "decoder_input_ids")
+            keys = [key for key in ("input_ids", "labels", "decoder_input_ids", "attention_mask") if key in examples[0]]
             return {key: torch.as_tensor(np.asarray([example[key] for example in examples], dtype=np.int64)) for key in keys}
         self._reseed_in_worker()
         try:

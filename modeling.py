@@ -107,7 +107,8 @@ def load_model(name_or_path: str, flag: str = "--model_name_or_path", **override
 
 
 def t5_v1_1_config(vocab_size: int, tokenizer: Any, **sizes: Any) -> Any:
-    """A from-scratch T5 v1.1 config: gated-GELU feed-forward, untied embeddings, no dropout by default.
+    """A from-scratch T5 v1.1 config: gated-GELU feed-forward, no dropout by default, and (through
+    `tie_word_embeddings=False`) no rescaling of the decoder output, as in v1.1.
 
     `sizes` are T5Config fields (d_model, d_ff, d_kv, num_layers, num_decoder_layers, num_heads,
     dropout_rate, ...); None values keep T5 v1.1 small's.
@@ -128,38 +129,52 @@ def t5_v1_1_config(vocab_size: int, tokenizer: Any, **sizes: Any) -> Any:
     )
 
 
+def new_t5(config: Any) -> Any:
+    """A freshly initialised T5; for a v1.1 config (`scale_decoder_outputs` False) with an untied output layer.
+
+    T5 v1.1 does not share the output layer with the input embeddings, but transformers 5.23 builds
+    every T5 with them tied (T5Config forces tie_word_embeddings=True and only reads the flag to
+    decide the output scaling). Tied and unscaled, the initial logits have a standard deviation of
+    about sqrt(d_model) and the first loss is ~20-40 nats instead of ~ln(vocab).
+    """
+    from transformers import T5ForConditionalGeneration
+
+    model = T5ForConditionalGeneration(config)
+    if not getattr(config, "scale_decoder_outputs", True):
+        untie_output_layer(model)
+    return model
+
+
+def untie_output_layer(model: Any, keep_rows: Any = None) -> None:
+    """Give `model` its own output layer, initialised N(0, 1/d_model) as a mesh-TF dense layer is
+    (fan-in scaling), keeping the rows of `keep_rows` when given, and stop transformers re-tying it."""
+    import torch
+
+    vocab_size, d_model = model.shared.weight.shape
+    head = torch.nn.Linear(d_model, vocab_size, bias=False, device=model.shared.weight.device, dtype=model.shared.weight.dtype)
+    with torch.no_grad():
+        head.weight.normal_(0.0, d_model**-0.5)
+        if keep_rows is not None:
+            head.weight[: keep_rows.shape[0]] = keep_rows
+    model.lm_head = head
+    model.all_tied_weights_keys.pop("lm_head.weight", None)
+
+
+def output_layer_is_tied(model: Any) -> bool:
+    return model.lm_head.weight.data_ptr() == model.shared.weight.data_ptr()
+
+
 def fit_embeddings_to_tokenizer(model: Any, tokenizer: Any) -> None:
     """Grow the embedding matrix when the tokenizer has more tokens than the model has rows.
 
-    Never shrink it: T5 checkpoints carry more rows than tokens (32128 vs 32100).
+    Never shrink it: T5 checkpoints carry more rows than tokens (32128 vs 32100). An untied output
+    layer (T5 v1.1) stays untied: transformers' resize would tie it to the input embeddings.
     """
     rows = model.get_input_embeddings().weight.shape[0]
-    if len(tokenizer) > rows:
-        logger.info("resizing token embeddings %d -> %d", rows, len(tokenizer))
-        model.resize_token_embeddings(len(tokenizer))
-
-
-def resolve_precision(training_args: Any, allow_fp16: bool) -> str:
-    """Decide fp32 / bf16 / fp16 and set it on `training_args`; returns the choice for the logs.
-
-    - bf16 by default on CUDA devices that support it (T5 was trained in bf16);
-    - fp32 by default on the CPU; `--bf16` turns on CPU bf16 autocast (~1.9x faster on CPUs with
-      bf16 instructions); `--bf16 False` keeps fp32 anywhere;
-    - fp16 is refused unless `--allow_fp16`: T5's activations overflow fp16 (HF #5651, #14531; nanoT5:
-      "all experiments with FP16 precision diverged").
-    `training_args.bf16` is None when the user did not say (see `SharedArguments`).
-    """
-    import torch
-
-    if training_args.fp16:
-        if not allow_fp16:
-            raise UserError(
-                "--fp16: T5 overflows in float16 and diverges (HF #5651, #14531); use --bf16 (or fp32), "
-                "or pass --allow_fp16 to force it"
-            )
-        training_args.bf16 = False
-        return "fp16"
-    if training_args.bf16 is None:
-        on_cuda = torch.cuda.is_available() and not training_args.use_cpu
-        training_args.bf16 = bool(on_cuda and torch.cuda.is_bf16_supported())
-    return "bf16" if training_args.bf16 else "fp32"
+    if len(tokenizer) <= rows:
+        return
+    logger.info("resizing token embeddings %d -> %d", rows, len(tokenizer))
+    untied_head = None if output_layer_is_tied(model) else model.lm_head.weight.detach().clone()
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    if untied_head is not None:
+        untie_output_layer(model, keep_rows=untied_head)

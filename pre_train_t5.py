@@ -126,9 +126,7 @@ def get_tokenizer(model_args: ModelArguments, train_split: Any, text_column: str
 
 
 def get_model(model_args: ModelArguments, tokenizer: Any) -> Any:
-    from transformers import T5ForConditionalGeneration
-
-    from modeling import fit_embeddings_to_tokenizer, load_config, load_model, t5_v1_1_config
+    from modeling import fit_embeddings_to_tokenizer, load_config, load_model, new_t5, t5_v1_1_config
 
     if model_args.model_name_or_path:
         model = load_model(model_args.model_name_or_path, dropout_rate=model_args.dropout_rate)
@@ -139,7 +137,7 @@ def get_model(model_args: ModelArguments, tokenizer: Any) -> Any:
         else:
             sizes = {k: getattr(model_args, k) for k in ("d_model", "d_ff", "d_kv", "num_layers", "num_decoder_layers", "num_heads")}
             config = t5_v1_1_config(len(tokenizer), tokenizer, dropout_rate=model_args.dropout_rate, **sizes)
-        model = T5ForConditionalGeneration(config)
+        model = new_t5(config)
     fit_embeddings_to_tokenizer(model, tokenizer)
     return model
 
@@ -172,9 +170,11 @@ def corrupt_once(rows: Any, collator: T5DataCollator) -> Any:
     return rows.map(lambda batch: fixed.corrupt(np.asarray(batch["input_ids"])), batched=True, desc="corrupting validation rows")
 
 
-def log_examples(collator: T5DataCollator, rows: Any, tokenizer: Any, count: int = 2) -> None:
+def log_examples(collator: T5DataCollator, rows: Any, tokenizer: Any, source: str, held_out: int, count: int = 2) -> None:
     """Two decoded corrupted examples: most pipeline bugs show up here."""
     examples = [row for _, row in zip(range(count), rows)]
+    if not examples:  # a streamed corpus that validation used up
+        raise UserError(f"{source}: no training rows left after holding out {held_out} rows for validation; give a --validation_file or a smaller --max_eval_samples")
     batch = collator(examples)
     for i in range(len(examples)):
         logger.info("example %d input:  %s", i, tokenizer.decode(batch["input_ids"][i]))
@@ -208,11 +208,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     # Tokenize once, pack into rows, hold out validation.
     packed = tokenize_and_pack(raw, tokenizer, expanded_length, data_args.text_column, data_args.preprocessing_num_workers, training_args.main_process_first)
-    train_rows, eval_rows = split_off_validation(packed, data_args.validation_split_percentage, training_args.seed, data_args.max_eval_samples or 1000)
-    train_rows, eval_rows = _limit(train_rows, data_args.max_train_samples), _limit(eval_rows, data_args.max_eval_samples)
     source = files.train if files else data_args.dataset_name or "the embedded default corpus"
-    _check_rows(train_rows, "training", source, expanded_length)
-    _check_rows(eval_rows, "validation", files.validation if files and files.validation else source, expanded_length)
+    _check_rows(packed["train"], "training", source, expanded_length)
+    if "validation" in packed:
+        _check_rows(packed["validation"], "validation", files.validation if files and files.validation else source, expanded_length)
+    train_rows, eval_rows = split_off_validation(packed, data_args.validation_split_percentage, training_args.seed, data_args.max_eval_samples or 1000, source)
+    train_rows, eval_rows = _limit(train_rows, data_args.max_train_samples), _limit(eval_rows, data_args.max_eval_samples)
 
     # Span corruption.
     try:
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     except ValueError as err:
         raise UserError(f"tokenizer: {err}") from None
     eval_rows = corrupt_once(eval_rows, collator)
-    log_examples(collator, train_rows, tokenizer)
+    log_examples(collator, train_rows, tokenizer, source, eval_rows.num_rows)
 
     # Train and evaluate.
     argmax, compute_metrics = token_accuracy_metrics()

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,7 @@ class ToolkitTrainingArguments(Seq2SeqTrainingArguments):
     Changed default: `bf16` is None ("auto"): on for CUDA GPUs that support bf16, off on the CPU.
     """
 
-    bf16: bool | None = field(
+    bf16: Optional[bool] = field(
         default=None,
         metadata={
             "help": "bf16 mixed precision. Default: on for CUDA GPUs that support it, off elsewhere; on a CPU, "
@@ -61,6 +61,11 @@ class ToolkitTrainingArguments(Seq2SeqTrainingArguments):
             self.bf16 = bool(not self.fp16 and cuda and torch.cuda.is_bf16_supported())
         if self.bf16 and not cuda and not _other_accelerator():
             self.use_cpu = True  # CPU bf16 autocast; transformers refuses bf16 on a CPU unless told so
+        if self.hub_token:
+            # huggingface_hub reads HF_TOKEN; kept out of the arguments, no saved file (training_args.bin,
+            # provenance.json) can carry it.
+            os.environ["HF_TOKEN"] = self.hub_token
+            self.hub_token = None
         if not cuda:
             self.dataloader_pin_memory = False  # pinning needs an accelerator; it only warns on a CPU
         super().__post_init__()

@@ -51,7 +51,8 @@ def tiny_t5_config(vocab_size: int, **overrides: Any) -> Any:
 def tiny_t5(seed: int = 0, **overrides: Any) -> Any:
     """A freshly initialised tiny T5 (about 30k parameters) over the tiny tokenizer's vocabulary."""
     import torch
-    from transformers import T5ForConditionalGeneration
+
+    from modeling import new_t5
 
     torch.manual_seed(seed)
-    return T5ForConditionalGeneration(tiny_t5_config(len(tiny_tokenizer()), **overrides))
+    return new_t5(tiny_t5_config(len(tiny_tokenizer()), **overrides))

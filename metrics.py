@@ -1,0 +1,185 @@
+"""Offline metrics, computed as T5 computes them (scikit-learn / scipy; `evaluate.load` needs the Hub).
+
+Provenance: google-research/text-to-text-transfer-transformer, `t5/evaluation/metrics.py` (the metric
+functions, reported x100), `t5/data/glue_utils.py` (which metrics each task reports),
+`t5/data/postprocessors.py` (generated string -> label id / float) and `t5/evaluation/eval_utils.py`
+(`compute_avg_glue`).
+
+    compute_metrics = build_compute_metrics(entry, tokenizer)  # for Seq2SeqTrainer, generate mode
+    score_predictions(entry, ["neutral", "entailment"], ["neutral", "contradiction"])  # {"accuracy": 50.0}
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.stats
+import sklearn.metrics
+
+from tasks import label_to_id, parse_float
+
+if TYPE_CHECKING:
+    from transformers import EvalPrediction
+
+logger = logging.getLogger(__name__)
+
+# Classification metrics take label ids, where -1 is a generated string outside the label set;
+# regression metrics take floats, where -1.0 is an unparsable generated string.
+
+
+def accuracy(targets: np.ndarray, predictions: np.ndarray) -> float:
+    """Percent correct; an invalid prediction (-1) is simply wrong."""
+    return 100 * sklearn.metrics.accuracy_score(targets, predictions)
+
+
+def f1(targets: np.ndarray, predictions: np.ndarray) -> float:
+    """Binary F1 of class 1, x100; an invalid prediction counts as the wrong class.
+
+    T5 `metrics.f1_score_with_invalid`: a prediction other than 0/1 becomes 1 - target.
+    """
+    targets, predictions = np.asarray(targets), np.array(predictions)
+    invalid = (predictions != 0) & (predictions != 1)
+    predictions[invalid] = 1 - targets[invalid]
+    return 100 * sklearn.metrics.f1_score(targets, predictions)
+
+
+def matthews_corrcoef(targets: np.ndarray, predictions: np.ndarray) -> float:
+    """Matthews correlation x100; an invalid prediction (-1) is a class of its own, as in T5."""
+    return 100 * sklearn.metrics.matthews_corrcoef(targets, predictions)
+
+
+def macro_f1(targets: np.ndarray, predictions: np.ndarray) -> float:
+    """Unweighted mean of the per-class F1, x100 (T5 `mean_multiclass_f1`, reported for CB).
+
+    Averaged over the classes present in `targets`; T5 fixes range(num_classes), which is the same
+    whenever every class occurs in the references (it does in CB's validation split). An invalid
+    prediction is a miss for its target's class and a false positive for none.
+    """
+    labels = sorted(set(np.asarray(targets).tolist()))
+    return 100 * sklearn.metrics.f1_score(targets, predictions, labels=labels, average="macro")
+
+
+def pearson_corrcoef(targets: np.ndarray, predictions: np.ndarray) -> float:
+    """Pearson correlation x100."""
+    return 100 * float(scipy.stats.pearsonr(targets, predictions)[0])
+
+
+def spearman_corrcoef(targets: np.ndarray, predictions: np.ndarray) -> float:
+    """Spearman rank correlation x100."""
+    return 100 * float(scipy.stats.spearmanr(targets, predictions)[0])
+
+
+# Metric name (as in the registry's `metric_names` and T5's result keys) -> function.
+METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    fn.__name__: fn
+    for fn in (accuracy, f1, matthews_corrcoef, macro_f1, pearson_corrcoef, spearman_corrcoef)
+}
+
+
+def score_predictions(
+    entry: Mapping[str, Any],
+    predicted_strings: Sequence[str],
+    label_strings_or_ids: Sequence[str] | Sequence[int] | Sequence[float],
+) -> dict[str, float]:
+    """The task's metrics (`entry["metric_names"]`) of generated strings against the references.
+
+    References are target strings (as decoded from label ids) or Hub labels (ids, or floats for a
+    regression task). Generated strings are parsed like T5's postprocessors: a word outside the
+    label set becomes -1, an unparsable number -1.0.
+    """
+    if len(predicted_strings) != len(label_strings_or_ids) or not predicted_strings:
+        raise ValueError(
+            f"need as many predictions as references, and some: {len(predicted_strings)} vs "
+            f"{len(label_strings_or_ids)}"
+        )
+    if entry["labels"]:
+        predictions = np.array([label_to_id(entry, p.strip()) for p in predicted_strings])
+        targets = np.array(
+            [label_to_id(entry, t.strip()) if isinstance(t, str) else int(t) for t in label_strings_or_ids]
+        )
+        if (targets < 0).any():  # a bug or a test split without labels, not a model error
+            bad = sorted({str(t) for t, i in zip(label_strings_or_ids, targets) if i < 0})
+            raise ValueError(f"references outside the labels {entry['labels']}: {bad}")
+        invalid = int((predictions < 0).sum())
+    else:
+        predictions = np.array([parse_float(p) for p in predicted_strings])
+        targets = np.array([float(t) for t in label_strings_or_ids])
+        invalid = sum(np.isnan(parse_float(p, default=np.nan)) for p in predicted_strings)
+    if invalid:
+        logger.info("%d of %d generated strings are not valid targets", invalid, len(predictions))
+    return {name: float(METRICS[name](targets, predictions)) for name in entry["metric_names"]}
+
+
+def build_compute_metrics(
+    entry: Mapping[str, Any], tokenizer: Any
+) -> Callable[[EvalPrediction], dict[str, float]]:
+    """A `compute_metrics` for a Seq2SeqTrainer with `predict_with_generate=True`.
+
+    Predictions (generated ids) and label ids are padded with -100 where the Trainer gathered
+    sequences of different lengths; decoding -100 fails (transformers issue #22634), so it becomes
+    the pad id, which `skip_special_tokens` drops.
+    """
+    pad_id = tokenizer.pad_token_id
+
+    def decode(ids: np.ndarray) -> list[str]:
+        ids = np.where(ids < 0, pad_id, ids)
+        return [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+    def compute_metrics(eval_prediction: EvalPrediction) -> dict[str, float]:
+        predictions = eval_prediction.predictions
+        if isinstance(predictions, tuple):  # (generated ids, ...) from some models
+            predictions = predictions[0]
+        predictions = np.asarray(predictions)
+        if predictions.ndim == 3:  # logits of a teacher-forced pass rather than generated ids
+            predictions = predictions.argmax(-1)
+        return score_predictions(entry, decode(predictions), decode(np.asarray(eval_prediction.label_ids)))
+
+    return compute_metrics
+
+
+def token_accuracy(predictions: Any, labels: Any, ignore_index: int = -100) -> float:
+    """Fraction of label positions (not `ignore_index`) where the prediction equals the label.
+
+    `predictions` are logits (one more axis than `labels`; their argmax is taken) or token ids.
+    NaN when every position is ignored.
+    """
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    if predictions.ndim == labels.ndim + 1:
+        predictions = predictions.argmax(-1)
+    keep = labels != ignore_index
+    if not keep.any():
+        return float("nan")
+    return float((predictions[keep] == labels[keep]).mean())
+
+
+# T5 `eval_utils.METRIC_NAMES` / `compute_avg_glue`: the GLUE average is the mean over 8 groups; a
+# group with two metrics (MRPC, STS-B, QQP; MNLI matched and mismatched) is averaged first.
+# WNLI is left out (T5 trains on WSC/DPR instead, `glue_utils.GLUE_WEIGHT_MAPPING`), and so is AX.
+GLUE_AVERAGE_GROUPS: dict[str, list[str]] = {
+    "CoLA": ["cola/matthews_corrcoef"],
+    "SST-2": ["sst2/accuracy"],
+    "MRPC": ["mrpc/f1", "mrpc/accuracy"],
+    "STSB": ["stsb/pearson_corrcoef", "stsb/spearman_corrcoef"],
+    "QQP": ["qqp/f1", "qqp/accuracy"],
+    "MNLI": ["mnli_matched/accuracy", "mnli_mismatched/accuracy"],
+    "QNLI": ["qnli/accuracy"],
+    "RTE": ["rte/accuracy"],
+}
+
+
+def glue_average(results: Mapping[str, float]) -> float | None:
+    """T5's "Average GLUE Score" from results keyed "task/metric" (`GLUE_AVERAGE_GROUPS`).
+
+    Tasks in it: CoLA (Matthews), SST-2 (accuracy), MRPC (F1, accuracy), STS-B (Pearson, Spearman),
+    QQP (F1, accuracy), MNLI (matched and mismatched accuracy: `mnli_matched/accuracy`,
+    `mnli_mismatched/accuracy`), QNLI and RTE (accuracy); not WNLI nor AX. Like T5, None unless
+    every one of these metrics is present.
+    """
+    missing = [key for keys in GLUE_AVERAGE_GROUPS.values() for key in keys if key not in results]
+    if missing:
+        logger.info("no GLUE average: missing %s", ", ".join(missing))
+        return None
+    return float(np.mean([np.mean([results[k] for k in keys]) for keys in GLUE_AVERAGE_GROUPS.values()]))
