@@ -301,3 +301,34 @@ class T5DataCollator:
         if ids.ndim != 2:
             raise ValueError(f"examples must be lists of {self.expanded_length} token ids, got shape {ids.shape}")
         return {key: torch.from_numpy(value) for key, value in self.corrupt(ids).items()}
+
+
+class PaddingCounter:
+    """Wraps a padding collator and counts real and padded tokens of the batches it builds.
+
+    `padded_fraction` is the share of input and label positions that are padding: what dynamic
+    padding and length-grouped sampling are there to keep small.
+    """
+
+    def __init__(self, collator: Any, pad_token_id: int, label_pad_token_id: int = -100) -> None:
+        self.collator = collator
+        self.pad_token_id = pad_token_id
+        self.label_pad_token_id = label_pad_token_id
+        self.real_tokens = 0
+        self.positions = 0
+
+    def __call__(self, features: Sequence[Mapping[str, Any]]) -> Any:
+        # DataCollatorForSeq2Seq returns labels=None for unlabeled features; the Seq2SeqTrainer would
+        # then take the batch for a labeled one.
+        batch = {key: value for key, value in self.collator(features).items() if value is not None}
+        if "attention_mask" in batch:
+            self.real_tokens += int(batch["attention_mask"].sum())
+            self.positions += batch["attention_mask"].numel()
+        if "labels" in batch:
+            self.real_tokens += int(batch["labels"].ne(self.label_pad_token_id).sum())
+            self.positions += batch["labels"].numel()
+        return batch
+
+    @property
+    def padded_fraction(self) -> float:
+        return 1.0 - self.real_tokens / self.positions if self.positions else 0.0

@@ -122,11 +122,6 @@ def build_compute_metrics(
     sequences of different lengths; decoding -100 fails (transformers issue #22634), so it becomes
     the pad id, which `skip_special_tokens` drops.
     """
-    pad_id = tokenizer.pad_token_id
-
-    def decode(ids: np.ndarray) -> list[str]:
-        ids = np.where(ids < 0, pad_id, ids)
-        return [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
     def compute_metrics(eval_prediction: EvalPrediction) -> dict[str, float]:
         predictions = eval_prediction.predictions
@@ -135,9 +130,30 @@ def build_compute_metrics(
         predictions = np.asarray(predictions)
         if predictions.ndim == 3:  # logits of a teacher-forced pass rather than generated ids
             predictions = predictions.argmax(-1)
-        return score_predictions(entry, decode(predictions), decode(np.asarray(eval_prediction.label_ids)))
+        return score_predictions(
+            entry, decode_ids(tokenizer, predictions), decode_ids(tokenizer, np.asarray(eval_prediction.label_ids))
+        )
 
     return compute_metrics
+
+
+def build_scoring_compute_metrics(
+    entry: Mapping[str, Any], tokenizer: Any
+) -> Callable[[EvalPrediction], dict[str, float]]:
+    """A `compute_metrics` for label scoring: predictions are (examples, labels) scores, best one wins."""
+
+    def compute_metrics(eval_prediction: EvalPrediction) -> dict[str, float]:
+        best = np.asarray(eval_prediction.predictions).argmax(-1)
+        predicted = [entry["labels"][i] for i in best]
+        return score_predictions(entry, predicted, decode_ids(tokenizer, np.asarray(eval_prediction.label_ids)))
+
+    return compute_metrics
+
+
+def decode_ids(tokenizer: Any, ids: np.ndarray) -> list[str]:
+    """Token ids -> stripped strings; -100 (ignored positions, HF #22634) becomes the pad id first."""
+    ids = np.where(np.asarray(ids) < 0, tokenizer.pad_token_id, ids)
+    return [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
 
 def token_accuracy(predictions: Any, labels: Any, ignore_index: int = -100) -> float:

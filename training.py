@@ -126,20 +126,23 @@ def check_output_dir(output_dir: str, overwrite: bool, resuming: bool = False) -
         )
 
 
-def write_json_atomic(path: str, data: Any) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+def write_text_atomic(path: str, text: str) -> None:
+    """Write a file through a temporary file and a rename, so readers never see half a file."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=True, default=str)
-            f.write("\n")
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 _SECRET_KEY = re.compile(r"(^|_)(token|api_key|key|secret|password|passwd)$", re.IGNORECASE)

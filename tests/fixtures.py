@@ -56,3 +56,33 @@ def tiny_t5(seed: int = 0, **overrides: Any) -> Any:
 
     torch.manual_seed(seed)
     return new_t5(tiny_t5_config(len(tiny_tokenizer()), **overrides))
+
+
+@functools.lru_cache(maxsize=None)
+def task_tokenizer() -> Any:
+    """A T5 tokenizer trained on the toy task's sentences and the registry's label words."""
+    from constants import DATASET_VALS
+    from modeling import train_tokenizer
+    from tasks import generate_toy_splits
+
+    entry = DATASET_VALS["toy"]["sentiment"]
+    sentences = [s for split in generate_toy_splits(entry["generator"]).values() for s, _ in split]
+    labels = [f"{word} sentiment sentence premise hypothesis question sentence1 sentence2" for tasks in DATASET_VALS.values()
+              for e in tasks.values() for word in e["labels"]]
+    tokenizer = train_tokenizer(sentences + labels * 20 + ["0.0 1.2 2.4 3.6 4.8 5.0"] * 50, vocab_size=300)
+    tokenizer.model_max_length = 512
+    return tokenizer
+
+
+def save_tiny_t5(directory: str, seed: int = 0, d_model: int = 32) -> str:
+    """A fresh tiny T5 and the task tokenizer saved as a checkpoint directory."""
+    import torch
+
+    from modeling import new_t5, save_tokenizer
+
+    tokenizer = task_tokenizer()
+    torch.manual_seed(seed)
+    config = tiny_t5_config(len(tokenizer), d_model=d_model, d_ff=2 * d_model, d_kv=d_model // 4)
+    new_t5(config).save_pretrained(directory)
+    save_tokenizer(tokenizer, directory)
+    return directory

@@ -1,0 +1,321 @@
+"""Fine-tune T5 on a registered task (GLUE, SuperGLUE, the offline toy task) in T5's text-to-text format.
+
+    python fine_tune_t5.py --benchmark glue --dataset_name sst2 --model_name_or_path google-t5/t5-small \
+        --output_dir runs/sst2 --eval_strategy epoch --save_strategy epoch --num_train_epochs 3
+
+Tasks come from `constants.DATASET_VALS[benchmark][task]`; no code here names a task. Evaluation
+scores each label (rank classification, the default for classification tasks) or generates
+(`--eval_mode generate`, always for regression); `--do_predict` writes predictions for the test
+split and, for GLUE, the leaderboard submission files. Defaults follow T5's fine-tuning: Adafactor,
+constant learning rate 1e-3 (Raffel et al. 2020, sec. 3.1.3).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from cli import UserError, parse_args, run_main
+from training import (
+    FINISHED_MARKER,
+    ToolkitTrainingArguments,
+    check_output_dir,
+    plot_loss_curve,
+    setup_logging,
+    token_weighted_cross_entropy,
+    write_json_atomic,
+    write_provenance,
+    write_text_atomic,
+)
+
+logger = logging.getLogger("fine_tune_t5")
+
+EVAL_MODES = ("auto", "score", "generate")
+
+
+@dataclass
+class TaskArguments:
+    """Which task, where its data lives, and how it is tokenized and evaluated."""
+
+    dataset_name: str = field(metadata={"help": "Task of the benchmark, e.g. sst2, mnli, boolq (see constants.DATASET_VALS)."})
+    benchmark: str = field(default="glue", metadata={"help": "Benchmark of the task: glue, ax, super_glue, toy."})
+    dataset_dir: str | None = field(default=None, metadata={"help": "Local copy: DIR/<task>/*.parquet (Hub layout) or the original files (DIR/SST-2/train.tsv ...)."})
+    train_file: str | None = field(default=None, metadata={"help": "Training file (csv, tsv, json, jsonl, parquet) with the task's columns."})
+    validation_file: str | None = field(default=None, metadata={"help": "Validation file, same kinds."})
+    test_file: str | None = field(default=None, metadata={"help": "Test file for --do_predict; labels may be absent."})
+    max_source_length: int = field(default=512, metadata={"help": "Input tokens; longer inputs are truncated (and counted)."})
+    max_target_length: int = field(default=128, metadata={"help": "Target tokens; longer targets are truncated (and counted)."})
+    eval_mode: str = field(default="auto", metadata={"help": "score (rank the labels), generate, or auto: score for classification, generate for regression."})
+    length_normalize: bool = field(default=False, metadata={"help": "Label scoring: divide each label's log-probability by its token count."})
+    pad_to_max_length: bool = field(default=False, metadata={"help": "Pad every batch to the max lengths instead of dynamically."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only this many training examples."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many examples per validation split."})
+    max_predict_samples: int | None = field(default=None, metadata={"help": "Keep only this many examples per test split."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenizing (datasets.map num_proc)."})
+
+    def __post_init__(self) -> None:
+        if self.eval_mode not in EVAL_MODES:
+            raise UserError(f"--eval_mode {self.eval_mode}: must be one of {', '.join(EVAL_MODES)}")
+        for name in ("max_source_length", "max_target_length"):
+            if getattr(self, name) < 2:
+                raise UserError(f"--{name} {getattr(self, name)}: must be at least 2")
+
+
+@dataclass
+class ModelArguments:
+    """The checkpoint to fine-tune."""
+
+    model_name_or_path: str = field(metadata={"help": "Checkpoint (Hub name or local dir), e.g. google-t5/t5-small or runs/demo/pretrain."})
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer (default: the checkpoint's)."})
+    dropout_rate: float | None = field(default=None, metadata={"help": "Override the checkpoint's dropout (T5 fine-tuned with 0.1)."})
+
+
+@dataclass
+class FineTuningArguments(ToolkitTrainingArguments):
+    """Trainer arguments with T5's fine-tuning defaults (changed from the Trainer's: optim adafactor,
+    learning_rate 1e-3, lr_scheduler_type constant). `metric_for_best_model` defaults to the task's
+    `metric_to_optimize`; `load_best_model_at_end` defaults to on when evaluation and saving share a
+    schedule."""
+
+    optim: str = field(default="adafactor", metadata={"help": "Optimizer (fine-tuning default: adafactor, as T5)."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate (fine-tuning default: 1e-3, as T5)."})
+    lr_scheduler_type: str = field(default="constant", metadata={"help": "Schedule (fine-tuning default: constant, as T5)."})
+    load_best_model_at_end: Optional[bool] = field(default=None, metadata={"help": "Reload the best checkpoint (by metric_for_best_model) at the end. Default: on when eval and save strategies match."})
+
+    def __post_init__(self) -> None:
+        if self.load_best_model_at_end is None:
+            strategies_match = str(self.eval_strategy) != "no" and str(self.save_strategy) == str(self.eval_strategy)
+            steps_match = str(self.eval_strategy) != "steps" or (
+                self.eval_steps is None or self.save_steps % self.eval_steps == 0
+            )
+            self.load_best_model_at_end = strategies_match and steps_match
+        super().__post_init__()
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    # Arguments and task.
+    task_args, model_args, training_args = parse_args((TaskArguments, ModelArguments, FineTuningArguments), argv, __doc__)
+    setup_logging(training_args)
+    from tasks import get_task, load_task_splits
+
+    entry = get_task(task_args.benchmark, task_args.dataset_name)
+    check_output_dir(training_args.output_dir, training_args.overwrite_output_dir, bool(training_args.resume_from_checkpoint))
+    mode = resolve_eval_mode(entry, task_args.eval_mode)
+    roles = [r for r in ("train", "validation", "test") if r in entry["splits"] and wanted(r, training_args)]
+    if not roles:
+        raise UserError(f"task {entry['name']}: nothing to do; it has only {', '.join(entry['splits'])} splits (use --do_predict)")
+
+    # Data.
+    raw = load_task_splits(
+        entry, dataset_dir=task_args.dataset_dir, train_file=task_args.train_file,
+        validation_file=task_args.validation_file, test_file=task_args.test_file, roles=roles,
+    )
+    from transformers import DataCollatorForSeq2Seq, set_seed
+
+    from modeling import fit_embeddings_to_tokenizer, load_model, load_tokenizer
+
+    set_seed(training_args.seed)
+    tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.model_name_or_path,
+                               "--tokenizer_name" if model_args.tokenizer_name else "--model_name_or_path")
+    overrides = {} if model_args.dropout_rate is None else {"dropout_rate": model_args.dropout_rate}
+    model = load_model(model_args.model_name_or_path, **overrides)
+    fit_embeddings_to_tokenizer(model, tokenizer)
+
+    with training_args.main_process_first(desc="tokenizing"):
+        splits = {name: limit(dataset, sample_limit(name, entry, task_args)) for name, dataset in raw.items()}
+        tokenized = {name: tokenize_split(entry, name, dataset, tokenizer, task_args) for name, dataset in splits.items()}
+    train = tokenized.get(entry["splits"]["train"][0]) if "train" in roles else None
+    evals = {name: tokenized[name] for name in entry["splits"].get("validation", []) if name in tokenized}
+    log_examples(tokenizer, train if train is not None else next(iter(tokenized.values())))
+
+    # Trainer: label scoring or generation; the task's metric picks the best checkpoint.
+    from data_collators import PaddingCounter
+
+    pad_multiple = 8 if training_args.bf16 and not training_args.use_cpu else None
+    collator = PaddingCounter(
+        DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, pad_to_multiple_of=pad_multiple,
+                               padding="max_length" if task_args.pad_to_max_length else "longest",
+                               max_length=task_args.max_source_length if task_args.pad_to_max_length else None),
+        tokenizer.pad_token_id,
+    )
+    configure_best_model(training_args, entry, list(evals))
+    trainer = build_trainer(mode, entry, model, tokenizer, training_args, task_args, train, evals, collator)
+
+    # Train, evaluate, predict.
+    results: dict[str, Any] = {}
+    if train is not None:
+        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        results.update(train_result.metrics)
+        results["padded_token_fraction"] = collator.padded_fraction
+        logger.info("padded-token fraction of the batches built: %.3f", collator.padded_fraction)
+        trainer.save_model(training_args.output_dir)
+        trainer.save_state()
+    for name, dataset in evals.items():
+        prefix = "eval" if len(evals) == 1 else f"eval_{name}"
+        metrics = trainer.evaluate(dataset, metric_key_prefix=prefix)
+        results.update(metrics)
+        results.update({f"{task_metric_key(entry, name)}/{m}": metrics[f"{prefix}_{m}"] for m in entry["metric_names"]})
+    predictions = {}
+    if training_args.do_predict:
+        for name in entry["splits"].get("test", []):
+            if name in tokenized:
+                predictions[name] = predict(trainer, mode, entry, tokenizer, tokenized[name])
+
+    # Outputs: only the main process writes.
+    if trainer.is_world_process_zero():
+        write_outputs(training_args.output_dir, entry, splits, predictions, trainer, results,
+                      (task_args, model_args, training_args), argv)
+    return results
+
+
+def resolve_eval_mode(entry: Any, mode: str) -> str:
+    if mode == "auto":
+        return "score" if entry["labels"] else "generate"
+    if mode == "score" and not entry["labels"]:
+        raise UserError(f"--eval_mode score: task {entry['name']} is a regression task with no labels to rank; use generate")
+    return mode
+
+
+def wanted(role: str, training_args: FineTuningArguments) -> bool:
+    return {"train": not training_args.no_train, "validation": True, "test": training_args.do_predict}[role]
+
+
+def sample_limit(split: str, entry: Any, task_args: TaskArguments) -> int | None:
+    role = next(r for r, names in entry["splits"].items() if split in names)
+    return {"train": task_args.max_train_samples, "validation": task_args.max_eval_samples, "test": task_args.max_predict_samples}[role]
+
+
+def limit(dataset: Any, count: int | None) -> Any:
+    return dataset if count is None else dataset.select(range(min(count, len(dataset))))
+
+
+def tokenize_split(entry: Any, split: str, dataset: Any, tokenizer: Any, task_args: TaskArguments) -> Any:
+    """T5 text-to-text pairs -> input_ids / attention_mask / labels, truncated (and counted) with `</s>` kept."""
+    from tasks import format_source, format_target
+
+    eos = tokenizer.eos_token_id
+    has_labels = any(label not in (None, -1) for label in dataset[entry["label_column_name"]])
+
+    def cut(ids: list[int], length: int) -> tuple[list[int], bool]:
+        return (ids, False) if len(ids) <= length else (ids[: length - 1] + [eos], True)
+
+    def tokenize(batch: dict[str, list]) -> dict[str, list]:
+        records = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        sources = tokenizer([format_source(entry, r) for r in records], verbose=False)["input_ids"]
+        out: dict[str, list] = {"input_ids": [], "attention_mask": [], "source_truncated": [], "target_truncated": []}
+        for ids in sources:
+            ids, truncated = cut(ids, task_args.max_source_length)
+            out["input_ids"].append(ids)
+            out["attention_mask"].append([1] * len(ids))
+            out["source_truncated"].append(truncated)
+        targets = [format_target(entry, r) for r in records]
+        if has_labels:
+            out["labels"] = []
+            for ids in tokenizer([t or "" for t in targets], verbose=False)["input_ids"]:
+                ids, truncated = cut(ids, task_args.max_target_length)
+                out["labels"].append(ids)
+                out["target_truncated"].append(truncated)
+        else:
+            out["target_truncated"] = [False] * len(records)
+        return out
+
+    tokenized = dataset.map(tokenize, batched=True, remove_columns=dataset.column_names,
+                            num_proc=task_args.preprocessing_num_workers, desc=f"tokenizing {split}")
+    for kind, limit_flag in (("source", "--max_source_length"), ("target", "--max_target_length")):
+        count = sum(tokenized[f"{kind}_truncated"])
+        if count:
+            logger.warning("%s: %d of %d %ss truncated to %s", split, count, len(tokenized), kind, limit_flag)
+    return tokenized.remove_columns(["source_truncated", "target_truncated"])
+
+
+def log_examples(tokenizer: Any, dataset: Any, count: int = 2) -> None:
+    """Two decoded (input, target) pairs: most format bugs show up here."""
+    for i in range(min(count, len(dataset))):
+        row = dataset[i]
+        target = tokenizer.decode(row["labels"]) if "labels" in row else "(no label)"
+        logger.info("example %d input:  %s", i, tokenizer.decode(row["input_ids"]))
+        logger.info("example %d target: %s", i, target)
+
+
+def task_metric_key(entry: Any, split: str) -> str:
+    """"sst2" for validation, "mnli_matched" for validation_matched: the keys metrics.glue_average reads."""
+    task = entry["name"].split("/")[1]
+    suffix = split.removeprefix("validation").lstrip("_")
+    return f"{task}_{suffix}" if suffix else task
+
+
+def configure_best_model(training_args: FineTuningArguments, entry: Any, eval_splits: list[str]) -> None:
+    """Point metric_for_best_model at the task's metric_to_optimize (the first validation split's)."""
+    if training_args.metric_for_best_model in (None, "loss") and eval_splits:
+        metric = entry["metric_to_optimize"]
+        training_args.metric_for_best_model = metric if len(eval_splits) == 1 else f"{eval_splits[0]}_{metric}"
+        training_args.greater_is_better = True
+
+
+def build_trainer(mode: str, entry: Any, model: Any, tokenizer: Any, training_args: FineTuningArguments,
+                  task_args: TaskArguments, train: Any, evals: dict[str, Any], collator: Any) -> Any:
+    from transformers import Seq2SeqTrainer
+
+    from metrics import build_compute_metrics, build_scoring_compute_metrics
+    from scoring import LabelScoringTrainer, label_token_ids
+
+    eval_dataset = next(iter(evals.values())) if len(evals) == 1 else (evals or None)
+    common = dict(model=model, args=training_args, train_dataset=train, eval_dataset=eval_dataset,
+                  data_collator=collator, processing_class=tokenizer, compute_loss_func=token_weighted_cross_entropy)
+    if mode == "score":
+        return LabelScoringTrainer(**common, compute_metrics=build_scoring_compute_metrics(entry, tokenizer),
+                                   candidates=label_token_ids(tokenizer, entry["labels"]),
+                                   length_normalize=task_args.length_normalize)
+    training_args.predict_with_generate = True
+    if training_args.generation_max_length is None:
+        longest = max((len(tokenizer(label)["input_ids"]) for label in entry["labels"]), default=task_args.max_target_length)
+        training_args.generation_max_length = min(longest + 1, task_args.max_target_length)
+    if training_args.generation_num_beams is None:
+        training_args.generation_num_beams = 1
+    return Seq2SeqTrainer(**common, compute_metrics=build_compute_metrics(entry, tokenizer))
+
+
+def predict(trainer: Any, mode: str, entry: Any, tokenizer: Any, dataset: Any) -> list[str]:
+    """Predicted target strings for every example of a split, in order."""
+    import numpy as np
+
+    from metrics import decode_ids
+
+    columns = [c for c in dataset.column_names if c != "labels"]
+    output = trainer.predict(dataset.select_columns(columns), metric_key_prefix="predict")
+    if mode == "score":
+        return [entry["labels"][i] for i in np.asarray(output.predictions).argmax(-1)]
+    predictions = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+    return decode_ids(tokenizer, predictions)
+
+
+def write_outputs(output_dir: str, entry: Any, splits: dict[str, Any], predictions: dict[str, list[str]],
+                  trainer: Any, results: dict[str, Any], arg_objects: tuple, argv: list[str] | None) -> None:
+    from tasks import submission_value
+
+    os.makedirs(output_dir, exist_ok=True)
+    for split, predicted in predictions.items():
+        records = splits[split]
+        rows = [{"idx": int(idx), "prediction": p} for idx, p in zip(records["idx"], predicted)]
+        write_text_atomic(os.path.join(output_dir, f"predictions_{split}.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
+        name = entry["submission_file"].get(split)
+        if name and name.endswith(".tsv"):
+            lines = ["index\tprediction"] + [f"{r['idx']}\t{submission_value(entry, r['prediction'])}" for r in rows]
+            write_text_atomic(os.path.join(output_dir, name), "\n".join(lines) + "\n")
+        elif name:  # SuperGLUE leaderboard files are JSON lines
+            write_text_atomic(os.path.join(output_dir, name), "".join(
+                json.dumps({"idx": r["idx"], "label": submission_value(entry, r["prediction"])}) + "\n" for r in rows))
+        results[f"predict_{split}_examples"] = len(rows)
+    write_provenance(output_dir, arg_objects, argv)
+    if any("loss" in e for e in trainer.state.log_history):
+        plot_loss_curve(trainer.state.log_history, os.path.join(output_dir, "loss_curve.png"))
+    write_json_atomic(os.path.join(output_dir, FINISHED_MARKER), results)  # last: marks the run finished
+    shown = {k: round(v, 2) for k, v in results.items() if "/" in k}
+    print(f"{entry['name']}: {shown or 'no validation split'}; outputs in {output_dir}")
+
+
+if __name__ == "__main__":
+    run_main(main)
