@@ -17,19 +17,25 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
 	touch $@
 
-# Pre-train a tiny T5 (tokenizer trained on the corpus) on the Python standard library's docstrings.
+# Pre-train a tiny T5 (tokenizer trained on the corpus) on the Python standard library's docstrings,
+# then fine-tune it on the offline toy sentiment task and print its accuracy.
 demo: install
 	$(RUN) pre_train_t5.py --output_dir $(DEMO_DIR)/pretrain --overwrite_output_dir \
 	  --train_tokenizer_vocab_size 1000 --d_model 128 --d_ff 256 --d_kv 32 --num_layers 2 --num_heads 4 \
 	  --max_seq_length 128 --per_device_train_batch_size 32 --max_steps 600 --warmup_steps 30 \
 	  --logging_steps 50 --eval_strategy steps --eval_steps 200 --save_strategy no \
 	  --per_device_eval_batch_size 64 --disable_tqdm True
+	$(RUN) fine_tune_t5.py --benchmark toy --dataset_name sentiment --model_name_or_path $(DEMO_DIR)/pretrain \
+	  --output_dir $(DEMO_DIR)/finetune --overwrite_output_dir --max_steps 300 --per_device_train_batch_size 32 \
+	  --logging_steps 50 --eval_strategy steps --eval_steps 100 --save_strategy no \
+	  --per_device_eval_batch_size 64 --do_predict --disable_tqdm True
 
 test: install
 	$(RUN) -m pytest -q tests
 
 bench: install
 	$(RUN) bench/collator.py
+	$(RUN) bench/eval_modes.py
 
 clean:
 	rm -rf runs

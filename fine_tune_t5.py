@@ -26,6 +26,7 @@ from training import (
     plot_loss_curve,
     setup_logging,
     token_weighted_cross_entropy,
+    use_t5_adafactor,
     write_json_atomic,
     write_provenance,
     write_text_atomic,
@@ -143,6 +144,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     configure_best_model(training_args, entry, list(evals))
     trainer = build_trainer(mode, entry, model, tokenizer, training_args, task_args, train, evals, collator)
+    use_t5_adafactor(trainer)
 
     # Train, evaluate, predict.
     results: dict[str, Any] = {}

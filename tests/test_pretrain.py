@@ -132,6 +132,47 @@ class PretrainEndToEndTest(absltest.TestCase):
         self.assertFalse(training_args.bf16)  # auto: fp32 on a CPU
         self.assertEqual(training_args.precision, "fp32")
 
+    def test_reports_to_wandb_offline_and_tensorboard(self) -> None:
+        wandb_dir = os.path.join(self.tmp, "wandb")
+        os.makedirs(wandb_dir)
+        out = os.path.join(self.tmp, "reported")
+        env = {"WANDB_MODE": "offline", "WANDB_DIR": wandb_dir, "WANDB_SILENT": "true"}
+        old = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            argv = ["--output_dir", out, "--train_file", self.corpus, "--max_steps", "2", "--logging_steps", "1"] + TINY
+            pre_train_t5.main(argv + ["--report_to", "wandb,tensorboard"])
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k)
+                else:
+                    os.environ[k] = v
+        runs = [d for d in os.listdir(os.path.join(wandb_dir, "wandb")) if d.startswith("offline-run-")]
+        self.assertLen(runs, 1)
+        events = [f for _, _, files in os.walk(out) for f in files if f.startswith("events.out.tfevents")]
+        self.assertNotEmpty(events)
+
+    def test_config_name_builds_a_fresh_model_of_that_shape(self) -> None:
+        from modeling import load_model
+
+        source = os.path.join(self.tmp, "shape")
+        tiny_t5(seed=1, d_model=48, d_kv=12).save_pretrained(source)
+        out = os.path.join(self.tmp, "from-config")
+        pre_train_t5.main(["--output_dir", out, "--config_name", source, "--tokenizer_name", self.tokenizer_dir(),
+                           "--train_file", self.corpus, "--max_steps", "2"] + TINY)
+        model = load_model(out)
+        self.assertEqual(model.config.d_model, 48)
+        self.assertEqual(model.config.dropout_rate, 0.0)
+
+    def tokenizer_dir(self) -> str:
+        from modeling import save_tokenizer
+
+        path = os.path.join(self.tmp, "tokenizer")
+        if not os.path.isdir(path):
+            save_tokenizer(tiny_tokenizer(), path)
+        return path
+
     def test_cpu_bf16_autocast_trains(self) -> None:
         results = pre_train_t5.main(["--output_dir", os.path.join(self.tmp, "bf16"), "--train_file", self.corpus,
                                      "--max_steps", "3", "--bf16"] + TINY)
@@ -293,6 +334,25 @@ class ModelingTest(absltest.TestCase):
         torch.testing.assert_close(model.lm_head.weight[:vocab], head)
         fit_embeddings_to_tokenizer(model, tiny_tokenizer())  # never shrinks
         self.assertEqual(model.shared.weight.shape[0], vocab + 7)
+
+
+class OptimizerTest(parameterized.TestCase):
+    @parameterized.parameters((["--optim", "adafactor"], True), (["--optim", "adafactor", "--no_adafactor_scale_parameter"], False))
+    def test_adafactor_is_t5s_with_parameter_scaling(self, flags: list[str], scaled: bool) -> None:
+        from transformers import Seq2SeqTrainer
+        from transformers.optimization import Adafactor
+
+        from cli import parse_args
+        from training import ToolkitTrainingArguments, use_t5_adafactor
+
+        with tempfile.TemporaryDirectory() as out:
+            (args,) = parse_args((ToolkitTrainingArguments,), ["--output_dir", out, "--learning_rate", "0.01"] + flags)
+            trainer = Seq2SeqTrainer(model=tiny_t5(), args=args)
+            use_t5_adafactor(trainer)
+            optimizer = trainer.create_optimizer()
+        self.assertIsInstance(optimizer, Adafactor)
+        group = optimizer.param_groups[0]
+        self.assertEqual((group["scale_parameter"], group["relative_step"], group["lr"]), (scaled, False, 0.01))
 
 
 class TokenizerTest(absltest.TestCase):
