@@ -49,7 +49,7 @@ class ToyTaskTest(absltest.TestCase):
         cls.trained = os.path.join(cls.tmp, "trained")
         cls.results = fine_tune_t5.main([
             "--benchmark", "toy", "--dataset_name", "sentiment", "--model_name_or_path", cls.model,
-            "--dataset_dir", cls.glue_dir, "--output_dir", cls.trained, "--max_steps", "150",
+            "--dataset_dir", cls.glue_dir, "--output_dir", cls.trained, "--max_steps", "150", "--learning_rate", "3e-3",
             "--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "64", "--logging_steps", "25",
             "--do_predict",
         ] + QUIET)
