@@ -196,30 +196,18 @@ def limit(dataset: Any, count: int | None) -> Any:
 
 def tokenize_split(entry: Any, split: str, dataset: Any, tokenizer: Any, task_args: TaskArguments) -> Any:
     """T5 text-to-text pairs -> input_ids / attention_mask / labels, truncated (and counted) with `</s>` kept."""
+    from modeling import encode_truncated
     from tasks import format_source, format_target
 
-    eos = tokenizer.eos_token_id
     has_labels = any(label not in (None, -1) for label in dataset[entry["label_column_name"]])
-
-    def cut(ids: list[int], length: int) -> tuple[list[int], bool]:
-        return (ids, False) if len(ids) <= length else (ids[: length - 1] + [eos], True)
 
     def tokenize(batch: dict[str, list]) -> dict[str, list]:
         records = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        sources = tokenizer([format_source(entry, r) for r in records], verbose=False)["input_ids"]
-        out: dict[str, list] = {"input_ids": [], "attention_mask": [], "source_truncated": [], "target_truncated": []}
-        for ids in sources:
-            ids, truncated = cut(ids, task_args.max_source_length)
-            out["input_ids"].append(ids)
-            out["attention_mask"].append([1] * len(ids))
-            out["source_truncated"].append(truncated)
-        targets = [format_target(entry, r) for r in records]
+        input_ids, source_truncated = encode_truncated(tokenizer, [format_source(entry, r) for r in records], task_args.max_source_length)
+        out = {"input_ids": input_ids, "attention_mask": [[1] * len(ids) for ids in input_ids], "source_truncated": source_truncated}
         if has_labels:
-            out["labels"] = []
-            for ids in tokenizer([t or "" for t in targets], verbose=False)["input_ids"]:
-                ids, truncated = cut(ids, task_args.max_target_length)
-                out["labels"].append(ids)
-                out["target_truncated"].append(truncated)
+            targets = [format_target(entry, r) or "" for r in records]
+            out["labels"], out["target_truncated"] = encode_truncated(tokenizer, targets, task_args.max_target_length)
         else:
             out["target_truncated"] = [False] * len(records)
         return out

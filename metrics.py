@@ -201,6 +201,62 @@ def glue_average(results: Mapping[str, float]) -> float | None:
     return float(np.mean([np.mean([results[k] for k in keys]) for keys in GLUE_AVERAGE_GROUPS.values()]))
 
 
+
+# --- sampled text (seq2seq.py) -----------------------------------------------------------------
+
+
+def normalize_answer(text: str) -> str:
+    """Lower-case, drop punctuation and articles, collapse whitespace (SQuAD's normalisation, as T5's
+    `t5/evaluation/qa_utils.normalize_squad`)."""
+    import re
+    import string
+
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """SQuAD token F1 between two strings after `normalize_answer` (1.0 when both are empty)."""
+    from collections import Counter
+
+    pred, ref = normalize_answer(prediction).split(), normalize_answer(reference).split()
+    if not pred or not ref:
+        return float(pred == ref)
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def generation_metrics(samples: Sequence[Sequence[str]], references: Sequence[str], tokenizer: Any = None) -> dict[str, float]:
+    """Metrics of sampled completions (`samples[i]`: the n samples of record i) against the references.
+
+    exact_match (first sample) and exact_match_any (any sample), after `normalize_answer`, x100;
+    token_f1 (SQuAD) and rougeL (F-measure, rouge-score) of the first sample, x100; bleu (sacrebleu
+    corpus BLEU of the first samples); gen_len, the mean length of all samples in tokens (words
+    without a tokenizer).
+    """
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    if len(samples) != len(references) or not samples or any(not s for s in samples):
+        raise ValueError("need at least one sample for every reference")
+    first = [s[0] for s in samples]
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    lengths = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) if tokenizer else len(text.split())
+               for s in samples for text in s]
+    return {
+        "exact_match": 100 * float(np.mean([normalize_answer(p) == normalize_answer(r) for p, r in zip(first, references)])),
+        "exact_match_any": 100 * float(np.mean([any(normalize_answer(p) == normalize_answer(r) for p in s)
+                                                for s, r in zip(samples, references)])),
+        "token_f1": 100 * float(np.mean([token_f1(p, r) for p, r in zip(first, references)])),
+        "rougeL": 100 * float(np.mean([scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(first, references)])),
+        "bleu": float(sacrebleu.corpus_bleu(first, [list(references)]).score),
+        "gen_len": float(np.mean(lengths)),
+    }
+
 def main(argv: Sequence[str] | None = None) -> None:
     """`python metrics.py RUN_DIR ...`: T5's GLUE average over fine_tune_t5.py runs (their all_results.json)."""
     import json

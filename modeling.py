@@ -57,6 +57,17 @@ def _nonempty_lines(texts: Iterable[str]) -> Iterator[str]:
                 yield line
 
 
+def encode_truncated(tokenizer: Any, texts: list[str], max_length: int) -> tuple[list[list[int]], list[bool]]:
+    """Token ids of `texts` (with `</s>`), cut to `max_length` keeping `</s>` last; and which were cut."""
+    eos = tokenizer.eos_token_id
+    ids, truncated = [], []
+    for row in tokenizer(texts, verbose=False)["input_ids"]:
+        cut = len(row) > max_length
+        ids.append(row[: max_length - 1] + [eos] if cut else row)
+        truncated.append(cut)
+    return ids, truncated
+
+
 def save_tokenizer(tokenizer: Any, output_dir: str) -> None:
     """`save_pretrained`, plus the raw `spiece.model` of a tokenizer trained here (other tools read it)."""
     tokenizer.save_pretrained(output_dir)

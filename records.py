@@ -1,0 +1,178 @@
+"""Users' own records: the `mount/` layout and JSON / JSONL data files of seq2seq.py and clf.py.
+
+Container jobs mount the user's home as `mount/`:
+
+    mount/models/<model folder>/          checkpoints to start from (--model_init_name)
+    mount/models/<training_run_name>/     where a run writes its results
+    mount/data/<data_name>.json           {"train": [{...}, ...], "eval": [{...}, ...]}
+
+A data file is either that JSON object of splits, or JSON lines (one record per line, OpenAI's legacy
+fine-tuning form) given per split (`--train_file`, `--eval_file`). Every record is a JSON object;
+the fields a script needs are checked with per-field validators, and any other keys are kept and
+copied to the outputs. Every problem is a `UserError` naming the file, split, record and field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from datetime import datetime
+from typing import Any, Callable, Mapping
+
+from cli import UserError
+
+Record = dict[str, Any]
+# A validator returns None for a valid value, else what is wrong with it ("must be a string").
+Validator = Callable[[Any], "str | None"]
+
+
+def is_string(value: Any) -> str | None:
+    return None if isinstance(value, str) else f"must be a string, got {type(value).__name__} {_short(value)}"
+
+
+def is_probability(value: Any) -> str | None:
+    """A number in [0, 1]: a soft label."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"must be a number in [0, 1], got {type(value).__name__} {_short(value)}"
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        return f"must be a number in [0, 1], got {value}"
+    return None
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, float) or math.isfinite(value) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# --- the mount layout ---------------------------------------------------------------------------
+
+
+def data_path(mount_dir: str, data_name: str) -> str:
+    return os.path.join(mount_dir, "data", f"{data_name}.json")
+
+
+def model_path(mount_dir: str, name: str | None, path: str | None, name_flag: str, path_flag: str) -> str:
+    """Exactly one of a model folder under `<mount>/models` (`name`) or a path / Hub name (`path`)."""
+    if (name is None) == (path is None):
+        raise UserError(f"give exactly one of {name_flag} (a folder under {mount_dir}/models) or {path_flag} (a path or Hub name)")
+    if name is not None:
+        folder = os.path.join(mount_dir, "models", name)
+        if not os.path.isdir(folder):
+            raise UserError(f"{name_flag} {name}: no model folder {folder}")
+        return folder
+    return path
+
+
+def default_run_name(data_name: str | None, model: str) -> str:
+    """`<data_name>-<model basename>-<YYYYmmdd-HHMMSS>`: a repeated command never lands in a finished run."""
+    base = os.path.basename(os.path.normpath(model)) or "model"
+    return f"{data_name or 'data'}-{base}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_path(mount_dir: str, training_run_name: str) -> str:
+    if not training_run_name or os.sep in training_run_name or training_run_name in (".", ".."):
+        raise UserError(f"--training_run_name {training_run_name!r}: must be a plain folder name (results go to {mount_dir}/models/<name>)")
+    return os.path.join(mount_dir, "models", training_run_name)
+
+
+# --- data files ---------------------------------------------------------------------------------
+
+
+def load_splits(
+    files: Mapping[str, str | None], data_file: str | None, fields: Mapping[str, Validator], splits: tuple[str, ...]
+) -> dict[str, list[Record]]:
+    """Records of each wanted split, from per-split files (JSON lines or JSON) or one JSON file of splits.
+
+    `files` maps a split to its own file (or None); splits without one come from `data_file`'s
+    `{"<split>": [...]}`. Every split must be non-empty and every record must pass `fields`.
+    """
+    out: dict[str, list[Record]] = {}
+    container = None
+    for split in splits:
+        path = files.get(split)
+        if path is not None:
+            out[split] = read_records(path, split)
+        else:
+            if data_file is None:
+                raise UserError(f"no {split} data: give --data_name (a {{\"train\": [...], \"eval\": [...]}} file) or --{split}_file")
+            if container is None:
+                container = _read_json(data_file)
+                if not isinstance(container, dict):
+                    raise UserError(f"{data_file}: must be a JSON object with splits {', '.join(splits)}, got {type(container).__name__}")
+            if split not in container:
+                raise UserError(f"{data_file}: no {split!r} key; the file has {', '.join(map(repr, container)) or 'no keys'}")
+            if not isinstance(container[split], list):
+                raise UserError(f"{data_file}: {split!r} must be a list of records, got {type(container[split]).__name__}")
+            out[split] = container[split]
+        where = path or data_file
+        validate(out[split], fields, where, split)
+    return out
+
+
+def read_records(path: str, split: str) -> list[Record]:
+    """A per-split file: JSON lines, or a JSON list of records (or `{split: [...]}`)."""
+    text = _read_text(path)
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        return _parse_json(text, path)
+    if stripped.startswith("{") and _looks_like_one_object(stripped):
+        data = json.loads(stripped)
+        if isinstance(data, dict) and isinstance(data.get(split), list):
+            return data[split]
+        return [data]  # a file of one record
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}: line {number}: invalid JSON at column {err.colno}: {err.msg}") from None
+    return records
+
+
+def _looks_like_one_object(text: str) -> bool:
+    """True for a JSON document spread over lines, False for JSON lines (several objects)."""
+    try:
+        json.loads(text)
+        return True
+    except json.JSONDecodeError:
+        return False
+
+
+def validate(records: Any, fields: Mapping[str, Validator], where: str, split: str) -> None:
+    if not isinstance(records, list):
+        raise UserError(f"{where}: {split!r} must be a list of records")
+    if not records:
+        raise UserError(f"{where}: the {split} split is empty")
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise UserError(f"{where}: {split} record {index}: must be a JSON object, got {type(record).__name__}")
+        for name, check in fields.items():
+            if name not in record:
+                raise UserError(f"{where}: {split} record {index}: no {name!r} field (required: {', '.join(fields)})")
+            problem = check(record[name])
+            if problem:
+                raise UserError(f"{where}: {split} record {index}: field {name!r} {problem}")
+
+
+def _read_text(path: str) -> str:
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start})") from None
+
+
+def _parse_json(text: str, path: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
+
+
+def _read_json(path: str) -> Any:
+    return _parse_json(_read_text(path), path)
