@@ -28,7 +28,7 @@ def run_main(main: Callable[[list[str] | None], Any]) -> None:
         sys.exit(2)
 
 
-def expand_argv(argv: Sequence[str] | None) -> list[str]:
+def expand_argv(argv: Sequence[str] | None, list_fields: frozenset[str] = frozenset()) -> list[str]:
     """The command line with the W&B agent's `--_wandb...` dropped and `--config FILE` expanded.
 
     `--config FILE` (YAML or JSON, a mapping of argument names to values) becomes `--name=value`
@@ -49,19 +49,26 @@ def expand_argv(argv: Sequence[str] | None) -> list[str]:
                 path, i = args[i + 1], i + 1
             else:
                 raise UserError(f"{CONFIG_FLAG} needs a file: a YAML or JSON mapping of argument names to values")
-            from_files.extend(config_file_argv(path))
+            from_files.extend(config_file_argv(path, list_fields))
         else:
             rest.append(arg)
         i += 1
     return from_files + rest
 
 
-def config_file_argv(path: str) -> list[str]:
-    """`--name=value` arguments from a YAML/JSON config file."""
+def config_file_argv(path: str, list_fields: frozenset[str] = frozenset()) -> list[str]:
+    """`--name=value` arguments from a YAML/JSON config file.
+
+    A YAML list becomes `--name v1 v2` for list-valued fields and `--name=v1,v2` otherwise (e.g.
+    `report_to: [wandb, tensorboard]`, which the toolkit's arguments split at commas).
+    """
     if not os.path.isfile(path):
         raise UserError(f"{CONFIG_FLAG} {path}: no such file")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start})") from None
     try:
         if path.endswith(".json"):
             data = json.loads(text)
@@ -83,9 +90,11 @@ def config_file_argv(path: str) -> list[str]:
     for key, value in data.items():
         if value is None:
             continue
-        if isinstance(value, list):
+        if isinstance(value, list) and key in list_fields:
             argv.append(f"--{key}")
             argv.extend(str(v) for v in value)
+        elif isinstance(value, list):
+            argv.append(f"--{key}={','.join(str(v) for v in value)}")
         elif isinstance(value, dict):
             argv.append(f"--{key}={json.dumps(value)}")
         else:
@@ -102,7 +111,7 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None, desc
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser(dataclass_types, description=description)
-    args = _bare_optional_bool_flags(expand_argv(argv), dataclass_types)
+    args = _bare_optional_bool_flags(expand_argv(argv, _list_fields(dataclass_types)), dataclass_types)
     try:
         return parser.parse_args_into_dataclasses(args=args, look_for_args_file=False)
     except UserError:
@@ -131,3 +140,18 @@ def _bare_optional_bool_flags(args: list[str], dataclass_types: Sequence[type]) 
         bare = arg in names and (i + 1 == len(args) or args[i + 1].startswith("--"))
         out.append(arg + "=True" if bare else arg)
     return out
+
+
+def _list_fields(dataclass_types: Sequence[type]) -> frozenset[str]:
+    """Names of the fields HfArgumentParser reads as lists (`--name v1 v2`)."""
+    import dataclasses
+    import typing
+
+    names = set()
+    for cls in dataclass_types:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            kinds = typing.get_args(hints.get(f.name)) or (hints.get(f.name),)
+            if typing.get_origin(hints.get(f.name)) is list or any(typing.get_origin(k) is list for k in kinds):
+                names.add(f.name)
+    return frozenset(names)

@@ -21,7 +21,7 @@ from typing import Any, Optional
 from cli import UserError, parse_args, run_main
 from training import (
     FINISHED_MARKER,
-    ToolkitTrainingArguments,
+    T5FineTuningArguments,
     check_output_dir,
     plot_loss_curve,
     setup_logging,
@@ -75,25 +75,23 @@ class ModelArguments:
 
 
 @dataclass
-class FineTuningArguments(ToolkitTrainingArguments):
-    """Trainer arguments with T5's fine-tuning defaults (changed from the Trainer's: optim adafactor,
-    learning_rate 1e-3, lr_scheduler_type constant). `metric_for_best_model` defaults to the task's
-    `metric_to_optimize`; `load_best_model_at_end` defaults to on when evaluation and saving share a
-    schedule."""
+class FineTuningArguments(T5FineTuningArguments):
+    """Trainer arguments with T5's fine-tuning defaults (see T5FineTuningArguments).
+    `metric_for_best_model` defaults to the task's `metric_to_optimize`; `load_best_model_at_end`
+    defaults to on when evaluation and saving share a schedule."""
 
-    optim: str = field(default="adafactor", metadata={"help": "Optimizer (fine-tuning default: adafactor, as T5)."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate (fine-tuning default: 1e-3, as T5)."})
-    lr_scheduler_type: str = field(default="constant", metadata={"help": "Schedule (fine-tuning default: constant, as T5)."})
     load_best_model_at_end: Optional[bool] = field(default=None, metadata={"help": "Reload the best checkpoint (by metric_for_best_model) at the end. Default: on when eval and save strategies match."})
 
     def __post_init__(self) -> None:
         if self.load_best_model_at_end is None:
-            strategies_match = str(self.eval_strategy) != "no" and str(self.save_strategy) == str(self.eval_strategy)
-            steps_match = str(self.eval_strategy) != "steps" or (
-                self.eval_steps is None or self.save_steps % self.eval_steps == 0
-            )
+            strategies_match = self.eval_strategy != "no" and self.save_strategy == self.eval_strategy
+            eval_every = self.eval_steps or self.logging_steps  # the parent fills eval_steps from logging_steps
+            steps_match = self.eval_strategy != "steps" or self.save_steps % eval_every == 0
             self.load_best_model_at_end = strategies_match and steps_match
+        task_default = self.metric_for_best_model is None
         super().__post_init__()
+        if task_default:  # the parent put "loss" here; the script sets the task's metric instead
+            self.metric_for_best_model = None
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -239,7 +237,7 @@ def task_metric_key(entry: Any, split: str) -> str:
 
 def configure_best_model(training_args: FineTuningArguments, entry: Any, eval_splits: list[str]) -> None:
     """Point metric_for_best_model at the task's metric_to_optimize (the first validation split's)."""
-    if training_args.metric_for_best_model in (None, "loss") and eval_splits:
+    if training_args.metric_for_best_model is None and eval_splits:
         metric = entry["metric_to_optimize"]
         training_args.metric_for_best_model = metric if len(eval_splits) == 1 else f"{eval_splits[0]}_{metric}"
         training_args.greater_is_better = True

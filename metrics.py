@@ -275,3 +275,64 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# --- yes/no soft-label scores (clf.py) ------------------------------------------------------------
+# In natural units, not x100 as T5 reports GLUE: scores and soft targets are probabilities, and the
+# calibration error is read in their units.
+
+
+def calibration_bins(scores: Any, targets: Any, num_bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(count, mean score, mean target) of each of `num_bins` equal-width bins of the score over [0, 1].
+
+    Bin k holds scores in [k / num_bins, (k + 1) / num_bins), the last one 1.0 too; an empty bin's means are NaN.
+    """
+    scores = np.clip(np.asarray(scores, dtype=np.float64).ravel(), 0.0, 1.0)
+    targets = np.asarray(targets, dtype=np.float64).ravel()
+    bins = np.minimum((scores * num_bins).astype(int), num_bins - 1)
+    counts = np.bincount(bins, minlength=num_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_scores = np.bincount(bins, weights=scores, minlength=num_bins) / counts
+        mean_targets = np.bincount(bins, weights=targets, minlength=num_bins) / counts
+    return counts, mean_scores, mean_targets
+
+
+def expected_calibration_error(scores: Any, targets: Any, num_bins: int = 10) -> float:
+    """ECE over equal-width score bins: sum of (bin size / N) * |mean score - mean target|.
+
+    Naeini et al. 2015 / Guo et al. 2017 compare a bin's mean confidence with its accuracy; with soft
+    targets the bin's mean target plays the accuracy's part, so hard 0/1 targets give the usual ECE.
+    """
+    counts, mean_scores, mean_targets = calibration_bins(scores, targets, num_bins)
+    filled = counts > 0
+    return float(np.sum(counts[filled] / counts.sum() * np.abs(mean_scores[filled] - mean_targets[filled])))
+
+
+def soft_label_metrics(scores: Any, targets: Any) -> dict[str, float | None]:
+    """Yes-scores in [0, 1] against soft targets in [0, 1].
+
+    mse, mae, pearson and spearman against the soft targets (a correlation is None when either side
+    is constant); auc and accuracy against the targets thresholded at 0.5 (>= 0.5 is "yes", for
+    targets and scores alike; auc is None when every target falls on one side); ece over 10 bins.
+    """
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    targets = np.asarray(targets, dtype=np.float64).ravel()
+    if len(scores) != len(targets) or not len(scores):
+        raise ValueError(f"need as many scores as targets, and some: {len(scores)} vs {len(targets)}")
+    positive = targets >= 0.5
+    varied = len(scores) > 1 and np.ptp(scores) > 0 and np.ptp(targets) > 0
+    return {
+        "mse": float(np.mean((scores - targets) ** 2)),
+        "mae": float(np.mean(np.abs(scores - targets))),
+        "pearson": float(scipy.stats.pearsonr(targets, scores)[0]) if varied else None,
+        "spearman": float(scipy.stats.spearmanr(targets, scores)[0]) if varied else None,
+        "auc": float(sklearn.metrics.roc_auc_score(positive, scores)) if 0 < positive.sum() < len(positive) else None,
+        "accuracy": float(np.mean((scores >= 0.5) == positive)),
+        "ece": expected_calibration_error(scores, targets),
+    }
+
+
+def compute_soft_label_metrics(eval_prediction: EvalPrediction) -> dict[str, float | None]:
+    """`compute_metrics` for clf.py: predictions are the yes-scores (one per example, see
+    clf.YesNoHead.scores) and label_ids the (N, 1) soft targets."""
+    return soft_label_metrics(eval_prediction.predictions, eval_prediction.label_ids)

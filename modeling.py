@@ -82,9 +82,12 @@ def _offline() -> bool:
 
 
 def _load_error(kind: str, flag: str, name: str, err: Exception) -> UserError:
-    where = "no such local directory, and the Hub is off (HF_HUB_OFFLINE=1)" if _offline() else f"{type(err).__name__}: {err}".splitlines()[0]
-    if not _offline() and not os.path.isdir(name):
-        where += " (no such local directory either)"
+    if os.path.isdir(name):
+        where = f"the directory holds no loadable {kind} ({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''})"
+    elif _offline():
+        where = "no such local directory, and the Hub is off (HF_HUB_OFFLINE=1)"
+    else:
+        where = f"no such local directory, and the Hub said: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
     return UserError(f"{flag} {name!r}: cannot load the {kind}: {where}; give a local directory or a Hub name")
 
 

@@ -64,6 +64,12 @@ def model_path(mount_dir: str, name: str | None, path: str | None, name_flag: st
     return path
 
 
+def model_folder_or_name(mount_dir: str, name: str) -> str:
+    """One flag for both: `<mount>/models/<name>` when that folder exists, else `name` as given (a path or Hub name)."""
+    folder = os.path.join(mount_dir, "models", name)
+    return folder if os.path.isdir(folder) else name
+
+
 def default_run_name(data_name: str | None, model: str) -> str:
     """`<data_name>-<model basename>-<YYYYmmdd-HHMMSS>`: a repeated command never lands in a finished run."""
     base = os.path.basename(os.path.normpath(model)) or "model"

@@ -231,6 +231,15 @@ def _read_file(
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     suffix = path.suffix.lower()
+    try:
+        return _read_rows(path, suffix, headerless)
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start}); re-encode it as UTF-8") from None
+
+
+def _read_rows(
+    path: Path, suffix: str, headerless: Sequence[str] | None
+) -> tuple[list[dict[str, Any]], list[str], int | None]:
     if suffix in (".tsv", ".csv"):
         with path.open(newline="", encoding="utf-8") as f:
             # GLUE TSVs hold unbalanced quotes (e.g. SST-2, MNLI): quoting must be off for them.
@@ -251,9 +260,13 @@ def _read_file(
             raise UserError(f"{path}: every record must be a JSON object")
         return rows, list(dict.fromkeys(key for row in rows for key in row)), 1
     if suffix == ".parquet":
+        import pyarrow
         import pyarrow.parquet
 
-        table = pyarrow.parquet.read_table(path)
+        try:
+            table = pyarrow.parquet.read_table(path)
+        except (pyarrow.ArrowException, OSError) as error:
+            raise UserError(f"{path}: not a readable parquet file ({str(error).splitlines()[0]})") from None
         return table.to_pylist(), table.column_names, None
     raise UserError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .json, .jsonl or .parquet")
 

@@ -73,9 +73,14 @@ class ToolkitTrainingArguments(Seq2SeqTrainingArguments):
             self.report_to = [name.strip() for name in self.report_to.split(",") if name.strip()]
         if self.hub_token:
             # huggingface_hub reads HF_TOKEN; kept out of the arguments, no saved file (training_args.bin,
-            # provenance.json) can carry it.
+            # provenance.json) can carry it, and out of sys.argv, which W&B records as run metadata.
             os.environ["HF_TOKEN"] = self.hub_token
             self.hub_token = None
+            sys.argv[:] = redact_argv(sys.argv)
+        check_reporting(self.report_to)
+        if isinstance(self.resume_from_checkpoint, str) and self.resume_from_checkpoint not in ("True", "true"):
+            if not os.path.isdir(self.resume_from_checkpoint):
+                raise UserError(f"--resume_from_checkpoint {self.resume_from_checkpoint}: no such checkpoint directory")
         if not cuda:
             self.dataloader_pin_memory = False  # pinning needs an accelerator; it only warns on a CPU
         super().__post_init__()
@@ -83,6 +88,22 @@ class ToolkitTrainingArguments(Seq2SeqTrainingArguments):
     @property
     def precision(self) -> str:
         return "fp16" if self.fp16 else "bf16" if self.bf16 else "fp32"
+
+
+def check_reporting(report_to: Any) -> None:
+    """Refuse `--report_to wandb` that would fail mid-run for want of an API key (W&B's own error
+    comes from inside trainer.train(), after the output directory exists)."""
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    if "wandb" not in names and "all" not in names:
+        return
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_API_KEY"):
+        return
+    netrc = os.path.expanduser(os.environ.get("NETRC", "~/.netrc"))
+    if os.path.isfile(netrc):
+        with open(netrc, encoding="utf-8", errors="replace") as f:
+            if "api.wandb.ai" in f.read():
+                return
+    raise UserError("--report_to wandb: no W&B API key; set WANDB_API_KEY, run `wandb login`, or set WANDB_MODE=offline")
 
 
 def use_t5_adafactor(trainer: Any) -> None:
@@ -110,6 +131,27 @@ def optimizer_cls_and_kwargs(args: Any) -> tuple[type, dict[str, Any]] | None:
     if args.optim != OptimizerNames.ADAFACTOR or not getattr(args, "adafactor_scale_parameter", False):
         return None
     return Adafactor, {"lr": args.learning_rate, "scale_parameter": True, "relative_step": False, "warmup_init": False}
+
+
+@dataclass
+class T5FineTuningArguments(ToolkitTrainingArguments):
+    """Trainer arguments with T5's fine-tuning recipe as defaults (Raffel et al. 2020, sec. 3.1.3;
+    changed from the Trainer's): optim adafactor (with parameter scaling, see use_t5_adafactor),
+    learning_rate 1e-3, lr_scheduler_type constant_with_warmup (warmup_steps 0: constant)."""
+
+    optim: str = field(default="adafactor", metadata={"help": "Optimizer (fine-tuning default: adafactor, as T5)."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate (fine-tuning default: 1e-3, as T5)."})
+    lr_scheduler_type: str = field(default="constant_with_warmup", metadata={"help": "Schedule (fine-tuning default: constant after --warmup_steps, as T5)."})
+
+
+def unique_path(path: str) -> str:
+    """`path`, or `stem-1.ext`, `stem-2.ext`, ... if it exists: results are never overwritten."""
+    stem, ext = os.path.splitext(path)
+    candidate, n = path, 0
+    while os.path.exists(candidate):
+        n += 1
+        candidate = f"{stem}-{n}{ext}"
+    return candidate
 
 
 def _other_accelerator() -> bool:
@@ -188,7 +230,8 @@ REDACTED = "<redacted>"
 
 
 def _is_secret_key(key: str) -> bool:
-    return bool(_SECRET_KEY.search(key.lstrip("-"))) and not key.lstrip("-").endswith(("_token_id", "yes_token", "no_token"))
+    name = key.lstrip("-").replace("-", "_")  # --hub-token is --hub_token to the parser
+    return bool(_SECRET_KEY.search(name)) and not name.endswith(("_token_id", "yes_token", "no_token"))
 
 
 def redact(value: Any) -> Any:

@@ -133,7 +133,7 @@ class GlueLayoutTest(parameterized.TestCase):
     def test_sst2_label_ids_in_submission(self) -> None:
         results, out = self.run_task("sst2")
         self.assertIn("sst2/accuracy", results)
-        self.assertIn(results["eval_accuracy"], (0.0, 25.0, 50.0, 75.0, 100.0))  # 4 dev examples
+        self.assertEqual(results["sst2/accuracy"], results["eval_accuracy"])
         rows = read_tsv(os.path.join(out, "SST-2.tsv"))
         self.assertEqual(rows[0], ["index", "prediction"])
         self.assertEqual([r[0] for r in rows[1:]], ["0", "1", "2", "3", "4"])
@@ -169,6 +169,18 @@ class GlueLayoutTest(parameterized.TestCase):
         rows = read_tsv(os.path.join(out, "SST-2.tsv"))
         self.assertEqual([r[0] for r in rows], ["index", "10", "11", "12"])
 
+    def test_unreadable_files_are_one_line_errors(self) -> None:
+        latin1 = os.path.join(self.tmp, "latin1.tsv")
+        with open(latin1, "wb") as f:
+            f.write("sentence\tlabel\ncaf\u00e9\t0\n".encode("latin-1"))
+        parquet = os.path.join(self.tmp, "bad.parquet")
+        with open(parquet, "w") as f:
+            f.write("not parquet")
+        for path, pattern in ((latin1, r"latin1\.tsv: not UTF-8 text \(byte 0xe9 at offset 18\)"), (parquet, r"bad\.parquet: not a readable parquet file")):
+            with self.assertRaisesRegex(UserError, pattern):
+                fine_tune_t5.main(["--dataset_name", "sst2", "--model_name_or_path", self.model, "--train_file", path,
+                                   "--validation_file", path, "--output_dir", os.path.join(self.tmp, "unreadable")] + QUIET)
+
     def test_task_metric_drives_the_best_checkpoint(self) -> None:
         from cli import parse_args
 
@@ -178,13 +190,21 @@ class GlueLayoutTest(parameterized.TestCase):
         training_args = args[2]
         self.assertTrue(training_args.load_best_model_at_end)
         self.assertEqual((training_args.optim, training_args.learning_rate, training_args.lr_scheduler_type),
-                         ("adafactor", 1e-3, "constant"))
+                         ("adafactor", 1e-3, "constant_with_warmup"))
         fine_tune_t5.configure_best_model(training_args, DATASET_VALS["glue"]["mnli"], ["validation_matched", "validation_mismatched"])
         self.assertEqual(training_args.metric_for_best_model, "validation_matched_accuracy")
         self.assertTrue(training_args.greater_is_better)
         no_eval = parse_args((fine_tune_t5.TaskArguments, fine_tune_t5.ModelArguments, fine_tune_t5.FineTuningArguments),
                              ["--dataset_name", "sst2", "--model_name_or_path", "m", "--output_dir", "o"])[2]
         self.assertFalse(no_eval.load_best_model_at_end)
+        parsed = lambda *flags: parse_args(  # noqa: E731
+            (fine_tune_t5.TaskArguments, fine_tune_t5.ModelArguments, fine_tune_t5.FineTuningArguments),
+            ["--dataset_name", "sst2", "--model_name_or_path", "m", "--output_dir", "o", *flags])[2]
+        # Evaluating every logging_steps (30) while saving every 500: not best-checkpoint material, no error.
+        self.assertFalse(parsed("--eval_strategy", "steps", "--save_strategy", "steps", "--logging_steps", "30").load_best_model_at_end)
+        explicit = parsed("--eval_strategy", "epoch", "--save_strategy", "epoch", "--metric_for_best_model", "loss")
+        fine_tune_t5.configure_best_model(explicit, DATASET_VALS["glue"]["sst2"], ["validation"])
+        self.assertEqual((explicit.metric_for_best_model, explicit.greater_is_better), ("loss", False))
 
     @parameterized.named_parameters(
         ("unknown_task", ["--dataset_name", "sst3"], r"unknown task 'sst3' of benchmark 'glue'; valid: cola, sst2"),

@@ -140,8 +140,14 @@ class PretrainEndToEndTest(absltest.TestCase):
         old = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:
-            argv = ["--output_dir", out, "--train_file", self.corpus, "--max_steps", "2", "--logging_steps", "1"] + TINY
-            pre_train_t5.main(argv + ["--report_to", "wandb,tensorboard"])
+            argv = ["--output_dir", out, "--train_file", self.corpus, "--max_steps", "2", "--logging_steps", "1",
+                    "--hub-token", "hf_wandbleakcheck0123456789abcdef"] + TINY
+            saved_argv = list(sys.argv)
+            sys.argv[:] = ["pre_train_t5.py"] + argv  # W&B records the process's command line
+            try:
+                pre_train_t5.main(argv + ["--report_to", "wandb,tensorboard"])
+            finally:
+                sys.argv[:] = saved_argv
         finally:
             for k, v in old.items():
                 if v is None:
@@ -152,6 +158,11 @@ class PretrainEndToEndTest(absltest.TestCase):
         self.assertLen(runs, 1)
         events = [f for _, _, files in os.walk(out) for f in files if f.startswith("events.out.tfevents")]
         self.assertNotEmpty(events)
+        for directory in (wandb_dir, out):  # the dash form of the flag too, in every file either writes
+            for root, _, files in os.walk(directory):
+                for name in files:
+                    with open(os.path.join(root, name), "rb") as f:
+                        self.assertNotIn(b"wandbleakcheck", f.read(), os.path.join(root, name))
 
     def test_config_name_builds_a_fresh_model_of_that_shape(self) -> None:
         from modeling import load_model
@@ -209,11 +220,14 @@ class BadInputTest(parameterized.TestCase):
             "below_file": (["--train_file", self.good], r"is a file, not a directory"),
             "unknown_flag": (["--train_file", self.good, "--no_such_flag", "1"], r"not used by the HfArgumentParser.*no_such_flag"),
             "density": (["--train_file", self.good, "--noise_density", "1.5"], r"--noise_density 1.5: must lie strictly between 0 and 1"),
+            "config_not_utf8": (["--train_file", self.good, "--config", self.latin1], r"latin1\.txt: not UTF-8 text \(byte 0xe9 at offset 3\)"),
+            "resume_missing": (["--train_file", self.good, "--resume_from_checkpoint", os.path.join(t, "no-ckpt")], r"--resume_from_checkpoint .*no-ckpt: no such checkpoint directory"),
+            "model_dir_empty": (["--train_file", self.good, "--model_name_or_path", t], r"cannot load the tokenizer: the directory holds no loadable tokenizer"),
         }
 
     @parameterized.parameters(
         "missing", "empty", "not_utf8", "jsonl_field", "too_short", "unknown_model", "streaming_no_steps", "streaming_all_eval", "fp16",
-        "below_file", "unknown_flag", "density",
+        "below_file", "unknown_flag", "density", "config_not_utf8", "resume_missing", "model_dir_empty",
     )
     def test_one_line_error_and_no_output(self, case: str) -> None:
         argv, pattern = self.cases()[case]
@@ -221,6 +235,18 @@ class BadInputTest(parameterized.TestCase):
         with self.assertRaisesRegex(UserError, pattern):
             pre_train_t5.main(["--output_dir", out, "--max_steps", "2"] + argv + TINY)
         self.assertFalse(os.path.exists(out), "a failed run must leave no output directory")
+
+    def test_wandb_without_a_key_is_refused_before_anything_is_written(self) -> None:
+        out = os.path.join(self.tmp, "wandb-no-key")
+        saved = {k: os.environ.pop(k, None) for k in ("WANDB_MODE", "WANDB_API_KEY", "NETRC")}
+        os.environ["NETRC"] = os.path.join(self.tmp, "no-netrc")
+        try:
+            with self.assertRaisesRegex(UserError, r"--report_to wandb: no W&B API key; .*WANDB_MODE=offline"):
+                pre_train_t5.main(["--output_dir", out, "--train_file", self.good, "--max_steps", "2"] + TINY + ["--report_to", "wandb"])
+        finally:
+            os.environ.pop("NETRC")
+            os.environ.update({k: v for k, v in saved.items() if v is not None})
+        self.assertFalse(os.path.exists(out))
 
     def test_user_error_is_one_line_on_stderr_as_a_user_sees_it(self) -> None:
         out = os.path.join(self.tmp, "cli-out")

@@ -1,0 +1,294 @@
+"""Fine-tune (flan-)T5 on prompt/completion records and read sampled completions of the eval records.
+
+    python seq2seq.py --model_init_path google/flan-t5-small --data_name example --max_steps 200 \
+        --eval_steps 100 --temperature 0.7 --n_samples 3
+
+Data: `<mount>/data/<data_name>.json` = {"train": [{"prompt", "completion", ...}], "eval": [...]}, or
+JSON lines per split (--train_file, --eval_file). Results go to `<mount>/models/<training_run_name>/`:
+at every --eval_steps and at the end, `eval_<step>.json` holds each eval record's fields plus its
+`samples`, and eval loss, exact match, token F1, ROUGE-L, BLEU and generation length are logged.
+The loss covers the completion only (it is the decoder's target). Defaults follow T5's fine-tuning
+(Adafactor, constant learning rate 1e-3).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from transformers import Seq2SeqTrainer
+
+from cli import UserError, parse_args, run_main
+from records import Record, data_path, default_run_name, is_string, load_splits, model_path, read_records, run_path, validate
+from training import (
+    FINISHED_MARKER,
+    T5FineTuningArguments,
+    check_output_dir,
+    plot_loss_curve,
+    setup_logging,
+    token_weighted_cross_entropy,
+    unique_path,
+    use_t5_adafactor,
+    write_json_atomic,
+    write_provenance,
+)
+
+logger = logging.getLogger("seq2seq")
+
+GREEDY_BELOW = 1e-5  # a temperature below this (0 included) means greedy decoding
+PROMPT_COMPLETION = {"prompt": is_string, "completion": is_string}
+
+
+@dataclass
+class Seq2SeqDataArguments:
+    """Where the model, the data and the results live (the `mount/` layout), and how to sample."""
+
+    model_init_name: str | None = field(default=None, metadata={"help": "Model folder under <mount_dir>/models to start from (e.g. flan-t5-xxl)."})
+    model_init_path: str | None = field(default=None, metadata={"help": "Model path relative to the current directory, or a Hub name (e.g. t5-small)."})
+    data_name: str | None = field(default=None, metadata={"help": "Data file <mount_dir>/data/<data_name>.json holding 'train' and 'eval' lists."})
+    train_file: str | None = field(default=None, metadata={"help": "Training records as JSON lines (one {\"prompt\", \"completion\"} per line); overrides data_name's train."})
+    eval_file: str | None = field(default=None, metadata={"help": "Eval records as JSON lines; overrides data_name's eval."})
+    predict_file: str | None = field(default=None, metadata={"help": "Records with a 'prompt' only (JSON lines or a list): sample completions for them."})
+    training_run_name: str | None = field(default=None, metadata={"help": "Results go to <mount_dir>/models/<training_run_name>/ (default: <data_name>-<model>-<time>)."})
+    mount_dir: str = field(default="mount", metadata={"help": "The mounted home holding models/ and data/."})
+    temperature: float = field(default=0.0, metadata={"help": f"Sampling temperature for eval completions; 0 (or below {GREEDY_BELOW}) is greedy."})
+    n_samples: int = field(default=1, metadata={"help": "Completions sampled per eval record."})
+    max_source_length: int = field(default=512, metadata={"help": "Prompt tokens; longer prompts are truncated (and counted)."})
+    max_target_length: int = field(default=128, metadata={"help": "Completion tokens for training, and the most new tokens sampled."})
+
+    def __post_init__(self) -> None:
+        if self.n_samples < 1:
+            raise UserError(f"--n_samples {self.n_samples}: must be at least 1")
+        if self.temperature < 0:
+            raise UserError(f"--temperature {self.temperature}: must be >= 0 (0 is greedy)")
+        for name in ("max_source_length", "max_target_length"):
+            if getattr(self, name) < 2:
+                raise UserError(f"--{name} {getattr(self, name)}: must be at least 2")
+
+
+@dataclass
+class Seq2SeqTrainingArguments(T5FineTuningArguments):
+    """Trainer arguments under the names these users type (changed from the Trainer's:
+    --train_batch_size / --eval_batch_size are the per-device batch sizes; output_dir is set from
+    --training_run_name; --eval_steps alone turns on step evaluation)."""
+
+    output_dir: str | None = field(default=None, metadata={"help": "Set from --mount_dir and --training_run_name; do not pass."})
+    per_device_train_batch_size: int = field(default=8, metadata={"aliases": ["--train_batch_size"], "help": "Training batch size per device."})
+    per_device_eval_batch_size: int = field(default=8, metadata={"aliases": ["--eval_batch_size"], "help": "Eval and sampling batch size per device."})
+
+    def __post_init__(self) -> None:
+        if self.output_dir is not None:
+            raise UserError("--output_dir: results go to <mount_dir>/models/<training_run_name>; set --training_run_name instead")
+        if self.eval_steps is not None and self.eval_strategy == "no":
+            self.eval_strategy = "steps"  # `--eval_steps 2000` means evaluate every 2000 steps
+        super().__post_init__()
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    # Arguments, paths, records: every user mistake is found here, before anything is written.
+    data_args, training_args = parse_args((Seq2SeqDataArguments, Seq2SeqTrainingArguments), argv, __doc__)
+    setup_logging(training_args)
+    model_dir = model_path(data_args.mount_dir, data_args.model_init_name, data_args.model_init_path, "--model_init_name", "--model_init_path")
+    run_name = data_args.training_run_name or default_run_name(data_args.data_name, model_dir)
+    training_args.output_dir = run_path(data_args.mount_dir, run_name)
+    check_output_dir(training_args.output_dir, training_args.overwrite_output_dir, training_args.no_train or bool(training_args.resume_from_checkpoint))
+    data_file = data_path(data_args.mount_dir, data_args.data_name) if data_args.data_name else None
+    if not training_args.no_train:
+        splits: tuple[str, ...] = ("train", "eval")
+    elif data_file or data_args.eval_file:
+        splits = ("eval",)
+    elif data_args.predict_file:
+        splits = ()
+    else:
+        raise UserError("--no_train needs eval records (--data_name or --eval_file) or a --predict_file")
+    records = load_splits({"train": data_args.train_file, "eval": data_args.eval_file}, data_file, PROMPT_COMPLETION, splits)
+    to_predict = load_predict_records(data_args.predict_file)
+
+    # Tokenizer and model.
+    from transformers import DataCollatorForSeq2Seq, set_seed
+
+    from data_collators import PaddingCounter
+    from modeling import fit_embeddings_to_tokenizer, load_model, load_tokenizer
+
+    set_seed(training_args.seed)
+    flag = "--model_init_name" if data_args.model_init_name else "--model_init_path"
+    tokenizer = load_tokenizer(model_dir, flag)
+    model = load_model(model_dir, flag)
+    fit_embeddings_to_tokenizer(model, tokenizer)
+
+    # Data: prompt -> encoder input, completion -> labels.
+    datasets_by_split = {split: tokenize_records(rows, tokenizer, data_args, split) for split, rows in records.items()}
+    collator = PaddingCounter(DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100), tokenizer.pad_token_id)
+
+    # Trainer whose evaluation also samples completions and scores them.
+    sampler = CompletionSampler(records.get("eval", []), tokenizer, data_args, training_args.output_dir, training_args.seed)
+    trainer = SamplingSeq2SeqTrainer(
+        model=model, args=training_args, train_dataset=datasets_by_split.get("train"),
+        eval_dataset=datasets_by_split.get("eval"), data_collator=collator, processing_class=tokenizer,
+        compute_loss_func=token_weighted_cross_entropy, sampler=sampler,
+    )
+    use_t5_adafactor(trainer)
+
+    # Train, evaluate (and sample), predict.
+    results: dict[str, Any] = {}
+    if not training_args.no_train:
+        results.update(trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint).metrics)
+        trainer.save_model(training_args.output_dir)
+        trainer.save_state()
+    if "eval" in datasets_by_split:
+        results.update(sampler.last_metrics if sampler.last_step == trainer.state.global_step else trainer.evaluate())
+    if to_predict:
+        results["predict_file"] = sampler.predict(trainer, to_predict, data_args.predict_file)
+
+    # Outputs (the main process only): an evaluation-only run adds files beside a finished one.
+    if trainer.is_world_process_zero():
+        out = training_args.output_dir
+        if training_args.no_train:
+            write_json_atomic(unique_path(os.path.join(out, "eval_results.json")), results)
+        else:
+            write_provenance(out, (data_args, training_args), argv)
+            plot_loss_curve(trainer.state.log_history, os.path.join(out, "loss_curve.png"))
+            write_json_atomic(os.path.join(out, FINISHED_MARKER), results)  # last: marks the run finished
+        shown = {k: round(v, 2) for k, v in results.items() if k.startswith("eval_") and isinstance(v, float)}
+        print(f"{shown}; outputs in {out}")
+    return results
+
+
+def load_predict_records(path: str | None) -> list[Record]:
+    if path is None:
+        return []
+    rows = read_records(path, "predict")
+    validate(rows, {"prompt": is_string}, path, "predict")
+    return rows
+
+
+def tokenize_records(rows: Sequence[Record], tokenizer: Any, data_args: Seq2SeqDataArguments, split: str) -> Any:
+    """A Dataset of input_ids / attention_mask / labels; truncated prompts and completions are counted."""
+    import datasets
+
+    from modeling import encode_truncated
+
+    input_ids, cut_prompts = encode_truncated(tokenizer, [r["prompt"] for r in rows], data_args.max_source_length)
+    labels, cut_completions = encode_truncated(tokenizer, [r["completion"] for r in rows], data_args.max_target_length)
+    for what, cut, flag in (("prompts", cut_prompts, "--max_source_length"), ("completions", cut_completions, "--max_target_length")):
+        if any(cut):
+            logger.warning("%s: %d of %d %s truncated to %s", split, sum(cut), len(rows), what, flag)
+    if split == "train":
+        for i in range(min(2, len(rows))):  # two decoded examples: most format bugs show up here
+            logger.info("example %d prompt:     %s", i, tokenizer.decode(input_ids[i]))
+            logger.info("example %d completion: %s", i, tokenizer.decode(labels[i]))
+    return datasets.Dataset.from_dict(
+        {"input_ids": input_ids, "attention_mask": [[1] * len(ids) for ids in input_ids], "labels": labels}
+    )
+
+
+class CompletionSampler:
+    """Samples `n_samples` completions per record, writes them beside the records, and scores them."""
+
+    def __init__(self, records: Sequence[Record], tokenizer: Any, data_args: Seq2SeqDataArguments, output_dir: str, seed: int) -> None:
+        self.records = list(records)
+        self.tokenizer = tokenizer
+        self.n_samples = data_args.n_samples
+        self.temperature = data_args.temperature
+        self.max_source_length = data_args.max_source_length
+        self.max_new_tokens = data_args.max_target_length
+        self.output_dir = output_dir
+        self.seed = seed
+        self.last_step: int | None = None
+        self.last_metrics: dict[str, float] = {}
+
+    def sample(self, trainer: Any, prompts: Sequence[str], step: int) -> list[list[str]]:
+        """Completions for every prompt, sampled on every process (each takes a share) and gathered.
+
+        Under DeepSpeed ZeRO-3 every process samples every prompt with `synced_gpus=True`, since the
+        partitioned weights are gathered layer by layer and all processes must call generate alike.
+        """
+        import torch
+        from accelerate.utils import gather_object
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        zero3 = is_deepspeed_zero3_enabled()
+        rank, world = trainer.args.process_index, trainer.args.world_size
+        mine = list(range(len(prompts))) if zero3 or world == 1 else list(range(rank, len(prompts), world))
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        was_training = model.training
+        model.eval()
+        greedy = self.temperature < GREEDY_BELOW
+        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "synced_gpus": zero3}
+        if not greedy:  # plain sampling: every token of the vocabulary stays possible
+            kwargs.update(do_sample=True, temperature=self.temperature, top_k=0, top_p=1.0, num_return_sequences=self.n_samples)
+        else:
+            kwargs.update(do_sample=False, num_beams=1)
+        batch_size = trainer.args.per_device_eval_batch_size
+        out: list[tuple[int, list[str]]] = []
+        # The sampling noise depends on (seed, step, process) only, and training's random streams
+        # are left as they were.
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []), torch.no_grad():
+            torch.manual_seed(self.seed * 1_000_003 + step * 101 + rank)
+            for start in range(0, len(mine), batch_size):
+                chunk = mine[start : start + batch_size]
+                enc = self.tokenizer([prompts[i] for i in chunk], padding=True, truncation=True,
+                                     max_length=self.max_source_length, return_tensors="pt").to(model.device)
+                generated = model.generate(**enc, **kwargs)
+                texts = [t.strip() for t in self.tokenizer.batch_decode(generated, skip_special_tokens=True)]
+                per = 1 if greedy else self.n_samples  # greedy: one decode, repeated n times
+                for k, i in enumerate(chunk):
+                    out.append((i, texts[k * per : (k + 1) * per] * (self.n_samples if greedy else 1)))
+        if was_training:
+            model.train()
+        if world > 1 and not zero3:
+            out = gather_object(out)
+        samples = dict(out)
+        return [samples[i] for i in range(len(prompts))]
+
+    def evaluate(self, trainer: Any) -> dict[str, float]:
+        """Sample the eval records, write `eval_<step>.json`, and return the metrics."""
+        from metrics import generation_metrics
+
+        step = trainer.state.global_step
+        samples = self.sample(trainer, [r["prompt"] for r in self.records], step)
+        metrics = generation_metrics(samples, [r["completion"] for r in self.records], self.tokenizer)
+        if trainer.is_world_process_zero():
+            path = unique_path(os.path.join(self.output_dir, f"eval_{step}.json"))
+            write_json_atomic(path, [{**record, "samples": s} for record, s in zip(self.records, samples)])
+            logger.info("step %d: %d eval records x %d samples written to %s", step, len(samples), self.n_samples, path)
+        self.last_step = step
+        return metrics
+
+    def predict(self, trainer: Any, records: Sequence[Record], source: str) -> str:
+        """Sample completions for records that have only a prompt; returns the file written."""
+        step = trainer.state.global_step
+        samples = self.sample(trainer, [r["prompt"] for r in records], step)
+        name = os.path.splitext(os.path.basename(source))[0]
+        path = unique_path(os.path.join(self.output_dir, f"predict_{name}_{step}.json"))
+        if trainer.is_world_process_zero():
+            write_json_atomic(path, [{**record, "samples": s} for record, s in zip(records, samples)])
+        return path
+
+
+class SamplingSeq2SeqTrainer(Seq2SeqTrainer):
+    """A Seq2SeqTrainer whose evaluation adds sampled-completion metrics to the eval loss.
+
+    `evaluation_loop` computes the loss as usual, then samples; the metrics are merged before the
+    Trainer logs them, so W&B, callbacks and `metric_for_best_model` see `eval_exact_match` etc.
+    """
+
+    def __init__(self, *args: Any, sampler: CompletionSampler, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sampler = sampler
+
+    def evaluation_loop(self, dataloader: Any, description: str, prediction_loss_only: bool | None = None,
+                        ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval") -> Any:
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only=True,
+                                         ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        if metric_key_prefix == "eval" and self.sampler.records:
+            sampled = self.sampler.evaluate(self)
+            output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in sampled.items()})
+            self.sampler.last_metrics = dict(output.metrics)
+        return output
+
+
+if __name__ == "__main__":
+    run_main(main)
