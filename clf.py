@@ -42,7 +42,7 @@ from records import (
 )
 from training import (
     FINISHED_MARKER,
-    T5FineTuningArguments,
+    MountRunArguments,
     check_output_dir,
     plot_loss_curve,
     setup_logging,
@@ -86,28 +86,10 @@ class ClfDataArguments:
             raise UserError(f"--max_source_length {self.max_source_length}: must be at least 2")
 
 
-@dataclass
-class ClfTrainingArguments(T5FineTuningArguments):
-    """Trainer arguments under the names these users type (changed from the Trainer's:
-    --train_batch_size / --eval_batch_size are the per-device batch sizes; output_dir is set from
-    --training_run_name; --eval_steps alone turns on step evaluation). Same as seq2seq.py's."""
-
-    output_dir: str | None = field(default=None, metadata={"help": "Set from --mount_dir and --training_run_name; do not pass."})
-    per_device_train_batch_size: int = field(default=8, metadata={"aliases": ["--train_batch_size"], "help": "Training batch size per device."})
-    per_device_eval_batch_size: int = field(default=8, metadata={"aliases": ["--eval_batch_size"], "help": "Eval and prediction batch size per device."})
-
-    def __post_init__(self) -> None:
-        if self.output_dir is not None:
-            raise UserError("--output_dir: results go to <mount_dir>/models/<training_run_name>; set --training_run_name instead")
-        if self.eval_steps is not None and self.eval_strategy == "no":  # a str enum: equal to its value
-            self.eval_strategy = "steps"  # `--eval_steps 2000` means evaluate every 2000 steps
-        super().__post_init__()
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     # Arguments, paths, records, yes/no tokens: every user mistake is found here, before anything is
     # written or logged (a mistake is one line on stderr).
-    data_args, training_args = parse_args((ClfDataArguments, ClfTrainingArguments), argv, __doc__)
+    data_args, training_args = parse_args((ClfDataArguments, MountRunArguments), argv, __doc__)
     model_dir = model_folder_or_name(data_args.mount_dir, data_args.model_pretrain_name)
     run_name = data_args.training_run_name or default_run_name(data_label(data_args), model_dir)
     training_args.output_dir = run_dir = run_path(data_args.mount_dir, run_name)
@@ -187,8 +169,8 @@ def single_token_id(tokenizer: Any, word: str, flag: str) -> int:
     ids = tokenizer(word, add_special_tokens=False)["input_ids"]
     if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
         pieces = tokenizer.convert_ids_to_tokens(ids)
-        raise UserError(f"{flag} {word!r}: must be a single token of the model's tokenizer, but it is {len(ids)} token(s) {pieces}; "
-                        "choose a word the tokenizer keeps whole (yes / no are, for T5)")
+        raise UserError(f"{flag} {word!r}: must be a single known token of the model's tokenizer, but it encodes as {pieces}; "
+                        "choose a word the tokenizer keeps whole (T5's yes and no are)")
     return ids[0]
 
 
@@ -278,13 +260,12 @@ class YesNoCollator:
         return batch
 
 
-def build_trainer(model: Any, tokenizer: Any, training_args: ClfTrainingArguments, head: YesNoHead,
+def build_trainer(model: Any, tokenizer: Any, training_args: MountRunArguments, head: YesNoHead,
                   train: list[dict[str, Any]] | None, eval_features: list[dict[str, Any]] | None) -> Any:
-    from transformers import Seq2SeqTrainer
-
     from metrics import compute_soft_label_metrics
+    from scoring import ExactSeq2SeqTrainer
 
-    trainer = Seq2SeqTrainer(
+    trainer = ExactSeq2SeqTrainer(
         model=model, args=training_args, train_dataset=train, eval_dataset=eval_features,
         data_collator=YesNoCollator(tokenizer.pad_token_id, model.config.decoder_start_token_id),
         processing_class=tokenizer, compute_loss_func=head.loss,

@@ -245,10 +245,8 @@ def configure_best_model(training_args: FineTuningArguments, entry: Any, eval_sp
 
 def build_trainer(mode: str, entry: Any, model: Any, tokenizer: Any, training_args: FineTuningArguments,
                   task_args: TaskArguments, train: Any, evals: dict[str, Any], collator: Any) -> Any:
-    from transformers import Seq2SeqTrainer
-
     from metrics import build_compute_metrics, build_scoring_compute_metrics
-    from scoring import LabelScoringTrainer, label_token_ids
+    from scoring import ExactSeq2SeqTrainer, LabelScoringTrainer, label_token_ids
 
     eval_dataset = next(iter(evals.values())) if len(evals) == 1 else (evals or None)
     common = dict(model=model, args=training_args, train_dataset=train, eval_dataset=eval_dataset,
@@ -263,7 +261,7 @@ def build_trainer(mode: str, entry: Any, model: Any, tokenizer: Any, training_ar
         training_args.generation_max_length = min(longest + 1, task_args.max_target_length)
     if training_args.generation_num_beams is None:
         training_args.generation_num_beams = 1
-    return Seq2SeqTrainer(**common, compute_metrics=build_compute_metrics(entry, tokenizer))
+    return ExactSeq2SeqTrainer(**common, compute_metrics=build_compute_metrics(entry, tokenizer))
 
 
 def predict(trainer: Any, mode: str, entry: Any, tokenizer: Any, dataset: Any) -> list[str]:

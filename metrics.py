@@ -257,26 +257,6 @@ def generation_metrics(samples: Sequence[Sequence[str]], references: Sequence[st
         "gen_len": float(np.mean(lengths)),
     }
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """`python metrics.py RUN_DIR ...`: T5's GLUE average over fine_tune_t5.py runs (their all_results.json)."""
-    import json
-    import os
-    import sys
-
-    results: dict[str, float] = {}
-    for run in sys.argv[1:] if argv is None else argv:
-        with open(os.path.join(run, "all_results.json"), encoding="utf-8") as f:
-            results.update({k: v for k, v in json.load(f).items() if "/" in k})
-    for key in sorted(results):
-        print(f"{key:<28}{results[key]:8.2f}")
-    average = glue_average(results)
-    print("GLUE average:", "incomplete (needs " + ", ".join(GLUE_AVERAGE_GROUPS) + ")" if average is None else f"{average:.2f}")
-
-
-if __name__ == "__main__":
-    main()
-
-
 # --- yes/no soft-label scores (clf.py) ------------------------------------------------------------
 # In natural units, not x100 as T5 reports GLUE: scores and soft targets are probabilities, and the
 # calibration error is read in their units.
@@ -336,3 +316,22 @@ def compute_soft_label_metrics(eval_prediction: EvalPrediction) -> dict[str, flo
     """`compute_metrics` for clf.py: predictions are the yes-scores (one per example, see
     clf.YesNoHead.scores) and label_ids the (N, 1) soft targets."""
     return soft_label_metrics(eval_prediction.predictions, eval_prediction.label_ids)
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python metrics.py RUN_DIR ...`: T5's GLUE average over fine_tune_t5.py runs (their all_results.json)."""
+    import json
+    import os
+    import sys
+
+    results: dict[str, float] = {}
+    for run in sys.argv[1:] if argv is None else argv:
+        with open(os.path.join(run, "all_results.json"), encoding="utf-8") as f:
+            results.update({k: v for k, v in json.load(f).items() if "/" in k})
+    for key in sorted(results):
+        print(f"{key:<28}{results[key]:8.2f}")
+    average = glue_average(results)
+    print("GLUE average:", "incomplete (needs " + ", ".join(GLUE_AVERAGE_GROUPS) + ")" if average is None else f"{average:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from transformers import Seq2SeqTrainer
 
+from training import ExactEvalMixin
+
 
 def label_token_ids(tokenizer: Any, labels: Sequence[str]) -> torch.Tensor:
     """(num_labels, max_len) token ids of each label word followed by `</s>`, padded with -100."""
@@ -54,7 +56,11 @@ def score_labels(
     return scores.view(batch, num_labels)
 
 
-class LabelScoringTrainer(Seq2SeqTrainer):
+class ExactSeq2SeqTrainer(ExactEvalMixin, Seq2SeqTrainer):
+    """A Seq2SeqTrainer whose evaluation counts each example once under several processes."""
+
+
+class LabelScoringTrainer(ExactSeq2SeqTrainer):
     """A Seq2SeqTrainer whose evaluation predictions are label scores instead of generated tokens.
 
     `prediction_step` returns (teacher-forced loss on the reference, scores (batch, num_labels),
@@ -78,7 +84,8 @@ class LabelScoringTrainer(Seq2SeqTrainer):
         if prediction_loss_only:
             return loss, None, None
         with self.compute_loss_context_manager():
-            scores = score_labels(
-                model, inputs["input_ids"], inputs.get("attention_mask"), self.candidates, self.length_normalize
+            scores = score_labels(  # the bare model: a DDP wrapper has no get_encoder()
+                self.accelerator.unwrap_model(model), inputs["input_ids"], inputs.get("attention_mask"),
+                self.candidates, self.length_normalize,
             )
         return loss, scores, labels

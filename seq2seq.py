@@ -24,7 +24,7 @@ from cli import UserError, parse_args, run_main
 from records import Record, data_path, default_run_name, is_string, load_splits, model_path, read_records, run_path, validate
 from training import (
     FINISHED_MARKER,
-    T5FineTuningArguments,
+    MountRunArguments,
     check_output_dir,
     plot_loss_curve,
     setup_logging,
@@ -68,27 +68,9 @@ class Seq2SeqDataArguments:
                 raise UserError(f"--{name} {getattr(self, name)}: must be at least 2")
 
 
-@dataclass
-class Seq2SeqTrainingArguments(T5FineTuningArguments):
-    """Trainer arguments under the names these users type (changed from the Trainer's:
-    --train_batch_size / --eval_batch_size are the per-device batch sizes; output_dir is set from
-    --training_run_name; --eval_steps alone turns on step evaluation)."""
-
-    output_dir: str | None = field(default=None, metadata={"help": "Set from --mount_dir and --training_run_name; do not pass."})
-    per_device_train_batch_size: int = field(default=8, metadata={"aliases": ["--train_batch_size"], "help": "Training batch size per device."})
-    per_device_eval_batch_size: int = field(default=8, metadata={"aliases": ["--eval_batch_size"], "help": "Eval and sampling batch size per device."})
-
-    def __post_init__(self) -> None:
-        if self.output_dir is not None:
-            raise UserError("--output_dir: results go to <mount_dir>/models/<training_run_name>; set --training_run_name instead")
-        if self.eval_steps is not None and self.eval_strategy == "no":
-            self.eval_strategy = "steps"  # `--eval_steps 2000` means evaluate every 2000 steps
-        super().__post_init__()
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     # Arguments, paths, records: every user mistake is found here, before anything is written.
-    data_args, training_args = parse_args((Seq2SeqDataArguments, Seq2SeqTrainingArguments), argv, __doc__)
+    data_args, training_args = parse_args((Seq2SeqDataArguments, MountRunArguments), argv, __doc__)
     setup_logging(training_args)
     model_dir = model_path(data_args.mount_dir, data_args.model_init_name, data_args.model_init_path, "--model_init_name", "--model_init_path")
     run_name = data_args.training_run_name or default_run_name(data_args.data_name, model_dir)

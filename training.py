@@ -67,8 +67,10 @@ class ToolkitTrainingArguments(Seq2SeqTrainingArguments):
         cuda = torch.cuda.is_available() and not self.use_cpu
         if self.bf16 is None:
             self.bf16 = bool(not self.fp16 and cuda and torch.cuda.is_bf16_supported())
-        if self.bf16 and not cuda and not _other_accelerator():
-            self.use_cpu = True  # CPU bf16 autocast; transformers refuses bf16 on a CPU unless told so
+        if not cuda and not _other_accelerator():
+            # Say so: transformers then runs CPU bf16 autocast (it refuses bf16 on a CPU otherwise) and,
+            # under torchrun / accelerate launch, DDP over gloo (otherwise every process trains alone).
+            self.use_cpu = True
         if isinstance(self.report_to, str) and "," in self.report_to:  # --report_to wandb,tensorboard
             self.report_to = [name.strip() for name in self.report_to.split(",") if name.strip()]
         if self.hub_token:
@@ -88,6 +90,42 @@ class ToolkitTrainingArguments(Seq2SeqTrainingArguments):
     @property
     def precision(self) -> str:
         return "fp16" if self.fp16 else "bf16" if self.bf16 else "fp32"
+
+
+class ExactEvalMixin:
+    """Trainer mixin: evaluation metrics and predictions cover each example exactly once.
+
+    Under several processes the distributed sampler pads the last batch with repeated examples; in
+    our runs (transformers 5.23, accelerate 1.15, gloo) the gathered predictions kept them (64 rows
+    for 61 examples), so metrics counted some examples twice. This trims predictions and labels to
+    the dataset's length before `compute_metrics` runs.
+    """
+
+    def evaluation_loop(self, dataloader: Any, description: str, prediction_loss_only: bool | None = None,
+                        ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval") -> Any:
+        from transformers.trainer_utils import EvalLoopOutput, EvalPrediction
+
+        compute_metrics, self.compute_metrics = self.compute_metrics, None
+        try:
+            output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        finally:
+            self.compute_metrics = compute_metrics
+        n = output.num_samples
+        predictions = _first_rows(output.predictions, n)
+        labels = _first_rows(output.label_ids, n)
+        metrics = dict(output.metrics)
+        if compute_metrics is not None and predictions is not None and labels is not None:
+            for key, value in compute_metrics(EvalPrediction(predictions=predictions, label_ids=labels)).items():
+                metrics[key if key.startswith(f"{metric_key_prefix}_") else f"{metric_key_prefix}_{key}"] = value
+        return EvalLoopOutput(predictions=predictions, label_ids=labels, metrics=metrics, num_samples=n)
+
+
+def _first_rows(value: Any, n: int) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, (tuple, list)):
+        return type(value)(_first_rows(v, n) for v in value)
+    return value[:n]
 
 
 def check_reporting(report_to: Any) -> None:
@@ -142,6 +180,24 @@ class T5FineTuningArguments(ToolkitTrainingArguments):
     optim: str = field(default="adafactor", metadata={"help": "Optimizer (fine-tuning default: adafactor, as T5)."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate (fine-tuning default: 1e-3, as T5)."})
     lr_scheduler_type: str = field(default="constant_with_warmup", metadata={"help": "Schedule (fine-tuning default: constant after --warmup_steps, as T5)."})
+
+
+@dataclass
+class MountRunArguments(T5FineTuningArguments):
+    """T5 fine-tuning arguments under the names the `mount/` scripts' users type (seq2seq.py, clf.py;
+    changed from the Trainer's: --train_batch_size / --eval_batch_size are the per-device batch
+    sizes; output_dir is set from --training_run_name; --eval_steps alone turns on step evaluation)."""
+
+    output_dir: str | None = field(default=None, metadata={"help": "Set from --mount_dir and --training_run_name; do not pass."})
+    per_device_train_batch_size: int = field(default=8, metadata={"aliases": ["--train_batch_size"], "help": "Training batch size per device."})
+    per_device_eval_batch_size: int = field(default=8, metadata={"aliases": ["--eval_batch_size"], "help": "Eval, sampling and prediction batch size per device."})
+
+    def __post_init__(self) -> None:
+        if self.output_dir is not None:
+            raise UserError("--output_dir: results go to <mount_dir>/models/<training_run_name>; set --training_run_name instead")
+        if self.eval_steps is not None and self.eval_strategy == "no":  # a str enum: equal to its value
+            self.eval_strategy = "steps"  # `--eval_steps 2000` means evaluate every 2000 steps
+        super().__post_init__()
 
 
 def unique_path(path: str) -> str:

@@ -141,7 +141,7 @@ class GradientAccumulationTest(absltest.TestCase):
                 grads.update({name: p.grad.detach().clone() for name, p in model.named_parameters()})
 
         with tempfile.TemporaryDirectory() as out:
-            args = clf.ClfTrainingArguments(
+            args = clf.MountRunArguments(
                 per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation, max_steps=1,
                 logging_steps=1, report_to="none", save_strategy="no", max_grad_norm=0.0, disable_tqdm=True, seed=0,
             )
@@ -297,7 +297,7 @@ class ClfEndToEndTest(absltest.TestCase):
 
 class ArgumentsTest(absltest.TestCase):
     def test_aliases_eval_steps_and_template(self) -> None:
-        data_args, training_args = parse_args((clf.ClfDataArguments, clf.ClfTrainingArguments), [
+        data_args, training_args = parse_args((clf.ClfDataArguments, clf.MountRunArguments), [
             "--model_pretrain_name", "google/flan-t5-xl", "--data_name", "d", "--train_batch_size", "4",
             "--eval_batch_size", "16", "--eval_steps", "2000", "--template", "Q?\\n\\narticle: {input}\\noutput:"])
         self.assertEqual((training_args.per_device_train_batch_size, training_args.per_device_eval_batch_size), (4, 16))
@@ -384,8 +384,8 @@ class BadInputTest(parameterized.TestCase):
         self.assertIn("the predict split is empty", self.run_main("--no_train", "--predict_file", path))
 
     @parameterized.named_parameters(
-        ("yes_several_tokens", ["--yes_token", "maybe"], "--yes_token 'maybe': must be a single token"),
-        ("no_several_tokens", ["--no_token", "no way"], "--no_token 'no way': must be a single token"),
+        ("yes_several_tokens", ["--yes_token", "maybe"], "--yes_token 'maybe': must be a single known token"),
+        ("no_several_tokens", ["--no_token", "no way"], "--no_token 'no way': must be a single known token"),
         ("same_tokens", ["--no_token", "yes"], "--yes_token and --no_token are both 'yes'"),
         ("template_without_input", ["--template", "Is it sport?"], "must contain {input}"),
         ("output_dir", ["--output_dir", "somewhere"], "--output_dir: results go to <mount_dir>/models/<training_run_name>"),

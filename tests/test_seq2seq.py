@@ -98,7 +98,7 @@ class Seq2SeqRunTest(absltest.TestCase):
             with open(path, "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in rows)
         data_args, training_args = seq2seq.parse_args(
-            (seq2seq.Seq2SeqDataArguments, seq2seq.Seq2SeqTrainingArguments),
+            (seq2seq.Seq2SeqDataArguments, seq2seq.MountRunArguments),
             ["--model_init_path", "x", "--train_batch_size", "5", "--eval_batch_size", "7", "--eval_steps", "10"],
         )
         self.assertEqual((training_args.per_device_train_batch_size, training_args.per_device_eval_batch_size), (5, 7))
