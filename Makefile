@@ -30,7 +30,12 @@ demo: install
 	  --logging_steps 50 --eval_strategy steps --eval_steps 100 --save_strategy no \
 	  --per_device_eval_batch_size 64 --do_predict --disable_tqdm True
 
-test: install
+# DeepSpeed is optional for users; the tests run ZeRO-2 on the CPU, so `make test` installs it too.
+$(VENV)/.installed-deepspeed: requirements-deepspeed.txt $(VENV)/.installed
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-deepspeed.txt
+	touch $@
+
+test: install $(VENV)/.installed-deepspeed
 	$(RUN) -m pytest -q tests
 
 bench: install
