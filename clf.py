@@ -42,9 +42,11 @@ from records import (
 )
 from training import (
     FINISHED_MARKER,
-    MountRunArguments,
     check_output_dir,
+    finite_loss,
+    MountRunArguments,
     plot_loss_curve,
+    run_training,
     setup_logging,
     unique_path,
     use_t5_adafactor,
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # Train, evaluate, predict.
     results: dict[str, Any] = {}
     if "train" in features:
-        results.update(trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint).metrics)
+        results.update(run_training(trainer))
         trainer.save_model(run_dir)
         trainer.save_state()
     scores: dict[str, list[float]] = {}
@@ -268,7 +270,7 @@ def build_trainer(model: Any, tokenizer: Any, training_args: MountRunArguments, 
     trainer = ExactSeq2SeqTrainer(
         model=model, args=training_args, train_dataset=train, eval_dataset=eval_features,
         data_collator=YesNoCollator(tokenizer.pad_token_id, model.config.decoder_start_token_id),
-        processing_class=tokenizer, compute_loss_func=head.loss,
+        processing_class=tokenizer, compute_loss_func=finite_loss(head.loss),
         preprocess_logits_for_metrics=head.scores, compute_metrics=compute_soft_label_metrics,
     )
     use_t5_adafactor(trainer)

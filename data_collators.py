@@ -286,6 +286,7 @@ class T5DataCollator:
         """Corrupt a list of `{"input_ids": [...]}` rows into a batch of torch tensors.
 
         Rows corrupted ahead of time (holding `labels`, e.g. a fixed validation set) are only stacked.
+        Rows carrying a `row_id` get noise derived from the seed and the batch's row ids.
         """
         import torch
 
@@ -293,6 +294,10 @@ class T5DataCollator:
             keys = [key for key in ("input_ids", "labels", "decoder_input_ids", "attention_mask") if key in examples[0]]
             return {key: torch.as_tensor(np.asarray([example[key] for example in examples], dtype=np.int64)) for key in keys}
         self._reseed_in_worker()
+        if examples and "row_id" in examples[0]:
+            # Noise from (seed, the rows of this batch): a resumed run and any DataLoader worker draw
+            # the same masks for the same batch, whatever happened before it.
+            self.rng = np.random.default_rng([self.seed] + [int(example["row_id"]) for example in examples])
         try:
             ids = np.asarray([example["input_ids"] for example in examples], dtype=np.int64)
         except ValueError as err:  # ragged rows

@@ -21,10 +21,12 @@ from typing import Any, Optional
 from cli import UserError, parse_args, run_main
 from training import (
     FINISHED_MARKER,
-    T5FineTuningArguments,
     check_output_dir,
+    finite_loss,
     plot_loss_curve,
+    run_training,
     setup_logging,
+    T5FineTuningArguments,
     token_weighted_cross_entropy,
     use_t5_adafactor,
     write_json_atomic,
@@ -147,8 +149,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # Train, evaluate, predict.
     results: dict[str, Any] = {}
     if train is not None:
-        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-        results.update(train_result.metrics)
+        results.update(run_training(trainer))
         results["padded_token_fraction"] = collator.padded_fraction
         logger.info("padded-token fraction of the batches built: %.3f", collator.padded_fraction)
         trainer.save_model(training_args.output_dir)
@@ -250,7 +251,7 @@ def build_trainer(mode: str, entry: Any, model: Any, tokenizer: Any, training_ar
 
     eval_dataset = next(iter(evals.values())) if len(evals) == 1 else (evals or None)
     common = dict(model=model, args=training_args, train_dataset=train, eval_dataset=eval_dataset,
-                  data_collator=collator, processing_class=tokenizer, compute_loss_func=token_weighted_cross_entropy)
+                  data_collator=collator, processing_class=tokenizer, compute_loss_func=finite_loss(token_weighted_cross_entropy))
     if mode == "score":
         return LabelScoringTrainer(**common, compute_metrics=build_scoring_compute_metrics(entry, tokenizer),
                                    candidates=label_token_ids(tokenizer, entry["labels"]),

@@ -20,11 +20,13 @@ from corpus import find_corpus_files, load_raw_corpus, split_off_validation, tok
 from data_collators import T5DataCollator, compute_input_and_target_lengths
 from training import (
     FINISHED_MARKER,
-    ToolkitTrainingArguments,
     check_output_dir,
+    finite_loss,
     plot_loss_curve,
+    run_training,
     setup_logging,
     token_weighted_cross_entropy,
+    ToolkitTrainingArguments,
     use_t5_adafactor,
     write_json_atomic,
     write_provenance,
@@ -99,12 +101,13 @@ T5_INVERSE_SQRT = {"timescale": 10000}
 class PreTrainingArguments(ToolkitTrainingArguments):
     """Trainer arguments with pre-training defaults (changed from the Trainer's: optim adafactor,
     learning_rate 1e-2, lr_scheduler_type inverse_sqrt with timescale 10k, warmup_steps 0.01 of the
-    run, i.e. T5's Adafactor recipe; plain AdamW at T5's learning rates diverges)."""
+    run, i.e. T5's Adafactor recipe; remove_unused_columns False; plain AdamW at T5's learning rates diverges)."""
 
     optim: str = field(default="adafactor", metadata={"help": "Optimizer (pre-training default: adafactor, without relative steps or parameter scaling)."})
     learning_rate: float = field(default=1e-2, metadata={"help": "Peak learning rate (pre-training default: 1e-2 as in T5)."})
     lr_scheduler_type: str = field(default="inverse_sqrt", metadata={"help": "Schedule (pre-training default: inverse_sqrt, T5's)."})
     warmup_steps: float = field(default=0.01, metadata={"help": "Linear warm-up: steps, or a ratio of the run when below 1 (pre-training default: 0.01)."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep dataset columns the model does not take (pre-training default: False; the collator reads row_id)."})
     lr_scheduler_kwargs: dict | str | None = field(
         default_factory=lambda: dict(T5_INVERSE_SQRT), metadata={"help": "Scheduler options as JSON (pre-training default for inverse_sqrt: {\"timescale\": 10000})."}
     )
@@ -215,6 +218,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         _check_rows(packed["validation"], "validation", files.validation if files and files.validation else source, expanded_length)
     train_rows, eval_rows = split_off_validation(packed, data_args.validation_split_percentage, training_args.seed, data_args.max_eval_samples or 1000, source)
     train_rows, eval_rows = _limit(train_rows, data_args.max_train_samples), _limit(eval_rows, data_args.max_eval_samples)
+    train_rows = train_rows.map(lambda _, i: {"row_id": i}, with_indices=True)  # the collator's noise key
 
     # Span corruption.
     try:
@@ -233,7 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         eval_dataset=eval_rows,
         data_collator=collator,
         processing_class=tokenizer,
-        compute_loss_func=token_weighted_cross_entropy,
+        compute_loss_func=finite_loss(token_weighted_cross_entropy),
         compute_metrics=compute_metrics,
         preprocess_logits_for_metrics=argmax,
     )
@@ -259,8 +263,7 @@ def run_and_report(trainer: Any, training_args: PreTrainingArguments, arg_object
     output_dir = training_args.output_dir
     results: dict[str, float] = {}
     if not training_args.no_train:
-        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-        results.update(train_result.metrics)
+        results.update(run_training(trainer))
         trainer.save_model(output_dir)
         trainer.save_state()
     results.update(trainer.evaluate())

@@ -24,9 +24,11 @@ from cli import UserError, parse_args, run_main
 from records import Record, data_path, default_run_name, is_string, load_splits, model_path, read_records, run_path, validate
 from training import (
     FINISHED_MARKER,
-    MountRunArguments,
     check_output_dir,
+    finite_loss,
+    MountRunArguments,
     plot_loss_curve,
+    run_training,
     setup_logging,
     token_weighted_cross_entropy,
     unique_path,
@@ -109,14 +111,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     trainer = SamplingSeq2SeqTrainer(
         model=model, args=training_args, train_dataset=datasets_by_split.get("train"),
         eval_dataset=datasets_by_split.get("eval"), data_collator=collator, processing_class=tokenizer,
-        compute_loss_func=token_weighted_cross_entropy, sampler=sampler,
+        compute_loss_func=finite_loss(token_weighted_cross_entropy), sampler=sampler,
     )
     use_t5_adafactor(trainer)
 
     # Train, evaluate (and sample), predict.
     results: dict[str, Any] = {}
     if not training_args.no_train:
-        results.update(trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint).metrics)
+        results.update(run_training(trainer))
         trainer.save_model(training_args.output_dir)
         trainer.save_state()
     if "eval" in datasets_by_split:

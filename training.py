@@ -24,6 +24,8 @@ from cli import UserError
 logger = logging.getLogger(__name__)
 
 FINISHED_MARKER = "all_results.json"  # written last by a finished training run
+PREEMPTED_MARKER = "PREEMPTED"  # written when a signal stopped the run after a checkpoint; job scripts requeue
+PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: try again later
 PACKAGES = ("torch", "transformers", "datasets", "accelerate", "tokenizers", "sentencepiece", "numpy", "deepspeed", "wandb")
 
 
@@ -53,6 +55,10 @@ class ToolkitTrainingArguments(Seq2SeqTrainingArguments):
         },
     )
     no_train: bool = field(default=False, metadata={"help": "Skip training: only evaluate (and predict) the given model."})
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "Checkpoint directory to resume from, or 'auto': the latest checkpoint in the output dir (none: start fresh)."},
+    )
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Train into an output_dir that holds a finished run (its results are replaced)."}
     )
@@ -80,7 +86,7 @@ class ToolkitTrainingArguments(Seq2SeqTrainingArguments):
             self.hub_token = None
             sys.argv[:] = redact_argv(sys.argv)
         check_reporting(self.report_to)
-        if isinstance(self.resume_from_checkpoint, str) and self.resume_from_checkpoint not in ("True", "true"):
+        if isinstance(self.resume_from_checkpoint, str) and self.resume_from_checkpoint not in ("True", "true", "auto"):
             if not os.path.isdir(self.resume_from_checkpoint):
                 raise UserError(f"--resume_from_checkpoint {self.resume_from_checkpoint}: no such checkpoint directory")
         if not cuda:
@@ -126,6 +132,120 @@ def _first_rows(value: Any, n: int) -> Any:
     if isinstance(value, (tuple, list)):
         return type(value)(_first_rows(v, n) for v in value)
     return value[:n]
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def finite_loss(loss_fn: Any) -> Any:
+    """`loss_fn` (a Trainer `compute_loss_func`) that raises `NonFiniteLoss` on a NaN/inf training loss.
+
+    Checked where the loss is computed, every micro-step: the Trainer only logs every logging_steps,
+    and its logging_nan_inf_filter hides non-finite values. Evaluation losses are not checked.
+    """
+
+    def checked(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> torch.Tensor:
+        loss = loss_fn(outputs, labels, num_items_in_batch=num_items_in_batch)
+        if torch.is_grad_enabled() and not bool(torch.isfinite(loss.detach()).all()):
+            raise NonFiniteLoss(f"{loss.detach().float().item()}")
+        return loss
+
+    return checked
+
+
+class PreemptionCallback:
+    """Turns SIGTERM / SIGUSR1 (Slurm's warning signal) into a checkpoint at the next step boundary.
+
+    The handler only sets a flag; at each step end the processes agree (an all-reduce of the flag, so
+    every rank saves the same step or the save deadlocks), the Trainer saves a checkpoint and stops.
+    """
+
+    def __init__(self) -> None:
+        import signal
+
+        self.requested = False
+        self.stopped_at: int | None = None
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._request)
+
+    def _request(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def callback(self) -> Any:
+        from transformers import TrainerCallback
+
+        outer = self
+
+        class _Callback(TrainerCallback):
+            def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+                flag = outer.requested
+                if args.world_size > 1:
+                    import torch.distributed as dist
+
+                    tensor = torch.tensor([1.0 if flag else 0.0], device=args.device)
+                    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+                    flag = bool(tensor.item())
+                if flag:
+                    outer.stopped_at = state.global_step
+                    control.should_save = True
+                    control.should_training_stop = True
+                return control
+
+        return _Callback()
+
+
+def run_training(trainer: Any) -> dict[str, float]:
+    """`trainer.train()` with the toolkit's safety nets; returns the train metrics.
+
+    - `--resume_from_checkpoint auto` resumes from the latest checkpoint in the output dir, if any;
+      a resumed run warns where its arguments differ from the checkpoint's (HF #28867).
+    - On SIGTERM / SIGUSR1 it saves a checkpoint, writes the PREEMPTED marker and exits with 75.
+    - On a NaN / inf loss it stops with a one-line error naming the step; checkpoints stay.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    args = trainer.args
+    resume = args.resume_from_checkpoint
+    if resume == "auto":
+        resume = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+        logger.info("resume_from_checkpoint auto: %s", resume or "no checkpoint, starting fresh")
+    if resume not in (None, True, "True", "true"):
+        warn_changed_arguments(resume, args)
+    preemption = PreemptionCallback()
+    trainer.add_callback(preemption.callback())
+    try:
+        metrics = trainer.train(resume_from_checkpoint=resume).metrics
+    except NonFiniteLoss as err:
+        last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+        raise UserError(
+            f"training stopped: the loss is {err} at step {trainer.state.global_step + 1}; "
+            f"last good checkpoint: {last or 'none'} (lower --learning_rate, or check the data)"
+        ) from None
+    if preemption.stopped_at is not None:
+        if trainer.is_world_process_zero():
+            write_text_atomic(os.path.join(args.output_dir, PREEMPTED_MARKER), f"{preemption.stopped_at}\n")
+        logger.warning("preempted: checkpoint at step %d saved; resume with --resume_from_checkpoint auto", preemption.stopped_at)
+        raise SystemExit(PREEMPTED_EXIT_CODE)
+    marker = os.path.join(args.output_dir, PREEMPTED_MARKER)
+    if trainer.is_world_process_zero() and os.path.exists(marker):
+        os.remove(marker)  # this run finished what the preempted one started
+    return metrics
+
+
+def warn_changed_arguments(checkpoint: str, args: Any) -> None:
+    """Warn about arguments that differ from the ones the checkpoint was trained with."""
+    saved = os.path.join(checkpoint, "training_args.bin")
+    if not os.path.isfile(saved):
+        return
+    try:
+        old = torch.load(saved, weights_only=False).to_dict()
+    except Exception:  # an incompatible pickle: nothing to compare
+        return
+    ignore = {"resume_from_checkpoint", "output_dir", "overwrite_output_dir", "max_steps", "num_train_epochs", "logging_dir"}
+    changed = [k for k, v in args.to_dict().items() if k not in ignore and k in old and old[k] != v]
+    if changed:
+        logger.warning("resuming %s with arguments that differ from its own: %s", checkpoint, ", ".join(sorted(changed)))
 
 
 def check_reporting(report_to: Any) -> None:
