@@ -26,6 +26,7 @@ from training import (
     plot_loss_curve,
     run_training,
     setup_logging,
+    unique_path,
     T5FineTuningArguments,
     token_weighted_cross_entropy,
     use_t5_adafactor,
@@ -103,7 +104,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from tasks import get_task, load_task_splits
 
     entry = get_task(task_args.benchmark, task_args.dataset_name)
-    check_output_dir(training_args.output_dir, training_args.overwrite_output_dir, bool(training_args.resume_from_checkpoint))
+    check_output_dir(training_args.output_dir, training_args.overwrite_output_dir,
+                     training_args.no_train or bool(training_args.resume_from_checkpoint))
     mode = resolve_eval_mode(entry, task_args.eval_mode)
     roles = [r for r in ("train", "validation", "test") if r in entry["splits"] and wanted(r, training_args)]
     if not roles:
@@ -281,25 +283,34 @@ def predict(trainer: Any, mode: str, entry: Any, tokenizer: Any, dataset: Any) -
 
 def write_outputs(output_dir: str, entry: Any, splits: dict[str, Any], predictions: dict[str, list[str]],
                   trainer: Any, results: dict[str, Any], arg_objects: tuple, argv: list[str] | None) -> None:
+    """Predictions, leaderboard files, provenance, the loss curve and the results (written last).
+
+    An evaluation-only run (--no_train) may sit beside a finished one: its files take new names
+    (`SST-2-1.tsv`, `eval_results.json`) and replace none.
+    """
     from tasks import submission_value
 
+    no_train = arg_objects[-1].no_train
+    place = (lambda name: unique_path(os.path.join(output_dir, name))) if no_train else (lambda name: os.path.join(output_dir, name))
     os.makedirs(output_dir, exist_ok=True)
     for split, predicted in predictions.items():
         records = splits[split]
         rows = [{"idx": int(idx), "prediction": p} for idx, p in zip(records["idx"], predicted)]
-        write_text_atomic(os.path.join(output_dir, f"predictions_{split}.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
+        write_text_atomic(place(f"predictions_{split}.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
         name = entry["submission_file"].get(split)
         if name and name.endswith(".tsv"):
             lines = ["index\tprediction"] + [f"{r['idx']}\t{submission_value(entry, r['prediction'])}" for r in rows]
-            write_text_atomic(os.path.join(output_dir, name), "\n".join(lines) + "\n")
+            write_text_atomic(place(name), "\n".join(lines) + "\n")
         elif name:  # SuperGLUE leaderboard files are JSON lines
-            write_text_atomic(os.path.join(output_dir, name), "".join(
+            write_text_atomic(place(name), "".join(
                 json.dumps({"idx": r["idx"], "label": submission_value(entry, r["prediction"])}) + "\n" for r in rows))
         results[f"predict_{split}_examples"] = len(rows)
-    write_provenance(output_dir, arg_objects, argv)
-    if any("loss" in e for e in trainer.state.log_history):
+    if no_train:
+        write_json_atomic(place("eval_results.json"), results)
+    else:
+        write_provenance(output_dir, arg_objects, argv)
         plot_loss_curve(trainer.state.log_history, os.path.join(output_dir, "loss_curve.png"))
-    write_json_atomic(os.path.join(output_dir, FINISHED_MARKER), results)  # last: marks the run finished
+        write_json_atomic(os.path.join(output_dir, FINISHED_MARKER), results)  # last: marks the run finished
     shown = {k: round(v, 2) for k, v in results.items() if "/" in k}
     print(f"{entry['name']}: {shown or 'no validation split'}; outputs in {output_dir}")
 

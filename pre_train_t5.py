@@ -25,6 +25,7 @@ from training import (
     plot_loss_curve,
     run_training,
     setup_logging,
+    unique_path,
     token_weighted_cross_entropy,
     ToolkitTrainingArguments,
     use_t5_adafactor,
@@ -189,7 +190,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     # Arguments: everything a user can get wrong is checked before the model is built.
     model_args, data_args, training_args = parse_args((ModelArguments, DataArguments, PreTrainingArguments), argv, __doc__)
     setup_logging(training_args)
-    check_output_dir(training_args.output_dir, training_args.overwrite_output_dir, bool(training_args.resume_from_checkpoint))
+    check_output_dir(training_args.output_dir, training_args.overwrite_output_dir,
+                     training_args.no_train or bool(training_args.resume_from_checkpoint))
     files = find_corpus_files(data_args.train_file, data_args.validation_file, data_args.data_dir)
     if data_args.streaming and training_args.max_steps <= 0:
         raise UserError("--streaming needs --max_steps: a streamed corpus has no length to count epochs by")
@@ -267,7 +269,12 @@ def run_and_report(trainer: Any, training_args: PreTrainingArguments, arg_object
         trainer.save_model(output_dir)
         trainer.save_state()
     results.update(trainer.evaluate())
-    if trainer.is_world_process_zero():
+    if trainer.is_world_process_zero() and training_args.no_train:  # beside any earlier run, replacing nothing
+        path = unique_path(os.path.join(output_dir, "eval_results.json"))
+        write_json_atomic(path, results)
+        print(f"eval_loss = {results['eval_loss']:.4f}  eval_token_accuracy = {results.get('eval_token_accuracy', float('nan')):.4f}")
+        print(f"results written to {path}")
+    elif trainer.is_world_process_zero():
         save_tokenizer(trainer.processing_class, output_dir)
         write_provenance(output_dir, arg_objects, argv)
         plot_loss_curve(trainer.state.log_history, os.path.join(output_dir, "loss_curve.png"))

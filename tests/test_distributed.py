@@ -28,7 +28,8 @@ def launch(launcher: list[str], argv: list[str], **env: str) -> subprocess.Compl
 
 
 def results(run: str) -> dict:
-    with open(os.path.join(run, "all_results.json")) as f:
+    name = "eval_results.json" if os.path.exists(os.path.join(run, "eval_results.json")) else "all_results.json"
+    with open(os.path.join(run, name)) as f:
         return json.load(f)
 
 

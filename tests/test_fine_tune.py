@@ -73,6 +73,17 @@ class ToyTaskTest(absltest.TestCase):
         self.assertEqual([p["idx"] for p in predictions], list(range(200)))
         self.assertEqual([p["prediction"] for p in predictions], [r[1] for r in rows[1:]])
 
+    def test_evaluation_only_run_adds_files_beside_a_finished_one(self) -> None:
+        before = {name: open(os.path.join(self.trained, name), "rb").read() for name in ("sentiment.tsv", "all_results.json")}
+        fine_tune_t5.main(["--benchmark", "toy", "--dataset_name", "sentiment", "--model_name_or_path", self.trained,
+                           "--dataset_dir", self.glue_dir, "--output_dir", self.trained, "--no_train", "--do_predict",
+                           "--max_predict_samples", "7"] + QUIET)
+        for name, content in before.items():
+            self.assertEqual(open(os.path.join(self.trained, name), "rb").read(), content, name)
+        self.assertLen(read_tsv(os.path.join(self.trained, "sentiment-1.tsv")), 8)
+        with open(os.path.join(self.trained, "eval_results.json")) as f:
+            self.assertEqual(json.load(f)["predict_test_examples"], 7)
+
     def test_generate_mode_agrees_with_label_scoring(self) -> None:
         results = fine_tune_t5.main([
             "--benchmark", "toy", "--dataset_name", "sentiment", "--model_name_or_path", self.trained,

@@ -415,18 +415,23 @@ REQUIRED = {"single_node": dict(SCRIPT="fine_tune_t5.py", OUTPUT_DIR="runs/sst2-
 STAND_INS = {
     # srun: run the task right here (dropping srun's options), remembering its pid for scancel.
     "srun": '#!/bin/bash\nwhile [ "${1#-}" != "$1" ]; do shift; done\necho $$ > "$FAKE_DIR/task.pid"\nexec "$@"\n',
-    # scancel --signal: Slurm signals the job steps; the stand-in signals the step's task.
+    # scancel --signal: Slurm signals every process of the job's steps (FAKE_DELIVERY=tree: the task and
+    # all below it), or, were it to reach the task alone, FAKE_DELIVERY=task.
     "scancel": '#!/bin/bash\necho "scancel $*" >> "$FAKE_DIR/calls.log"\n'
-               '[ -f "$FAKE_DIR/task.pid" ] && kill -USR1 "$(cat "$FAKE_DIR/task.pid")"\nexit 0\n',
+               'tree() { echo "$1"; [ "$FAKE_DELIVERY" = task ] || for c in $(pgrep -P "$1"); do tree "$c"; done; }\n'
+               '[ -f "$FAKE_DIR/task.pid" ] && kill -USR1 $(tree "$(cat "$FAKE_DIR/task.pid")") 2>/dev/null\nexit 0\n',
     "scontrol": '#!/bin/bash\necho "scontrol $*" >> "$FAKE_DIR/calls.log"\n'
                 'if [ "$1" = show ]; then printf "node-a\\nnode-b\\n"; fi\n',
     # The sweep's state: running for the first FAKE_SWEEP_RUNS checks.
     "python": '#!/bin/bash\ncat > /dev/null\nn=$(cat "$FAKE_DIR/state_checks" 2>/dev/null || echo 0)\n'
               'echo $((n + 1)) > "$FAKE_DIR/state_checks"\n[ "$n" -lt "${FAKE_SWEEP_RUNS:-99}" ]\n',
-    # accelerate launch, like torchrun: starts the training process and installs no SIGUSR1 handler.
+    # accelerate launch, like torchrun: starts the training process (the script's arguments, after the
+    # .py) and installs no SIGUSR1 handler.
     "accelerate": "#!{python}\nimport json, os, subprocess, sys\n"
-                  "json.dump(sys.argv[1:], open(os.path.join(os.environ['FAKE_DIR'], 'launcher.json'), 'w'))\n"
-                  "sys.exit(subprocess.call([sys.executable, os.path.join(os.environ['FAKE_DIR'], 'train.py'), *sys.argv[1:]]))\n",
+                  "args = sys.argv[2:]\nscript = next(i for i, a in enumerate(args) if a.endswith('.py'))\n"
+                  "json.dump(args, open(os.path.join(os.environ['FAKE_DIR'], 'launcher.json'), 'w'))\n"
+                  "rc = subprocess.call([sys.executable, os.path.join(os.environ['FAKE_DIR'], 'train.py'), *args[script + 1:]])\n"
+                  "open(os.path.join(os.environ['FAKE_DIR'], 'launcher_exit'), 'w').write(str(rc))\nsys.exit(rc)\n",
     # wandb agent --count 1: one run of the sweep's command, whatever its exit status.
     "wandb": "#!{python}\nimport os, subprocess, sys\n"
              "open(os.path.join(os.environ['FAKE_DIR'], 'calls.log'), 'a').write('wandb ' + ' '.join(sys.argv[1:]) + '\\n')\n"
@@ -556,12 +561,14 @@ class SlurmTemplateTest(parameterized.TestCase):
     def log(self, proc: subprocess.Popen) -> str:
         return open(os.path.join(os.path.dirname(proc.args[1]), "job.log")).read()
 
-    @parameterized.parameters("single_node", "multi_node")
-    def test_warning_signal_checkpoints_and_requeues(self, name: str) -> None:
-        proc, fake, out_dir = self.start_job(name, {})
+    @parameterized.product(name=["single_node", "multi_node"], delivery=["tree", "task"])
+    def test_warning_signal_checkpoints_and_requeues(self, name: str, delivery: str) -> None:
+        proc, fake, out_dir = self.start_job(name, {"FAKE_DELIVERY": delivery})
         self.signal_once_started(proc, fake)
         self.assertEqual(proc.wait(timeout=30), 0, self.log(proc))
         self.assertTrue(os.path.exists(os.path.join(out_dir, "PREEMPTED")), "the training process got SIGUSR1")
+        with open(os.path.join(fake, "launcher_exit")) as f:
+            self.assertEqual(f.read(), "75", "the launcher outlives SIGUSR1 and reports the training process's exit")
         self.assertIn("scancel --signal=USR1 4242", self.calls(fake))
         self.assertIn("scontrol requeue 4242", self.calls(fake))
 
@@ -601,7 +608,7 @@ class SlurmTemplateTest(parameterized.TestCase):
         self.assertTrue(all(json.load(open(os.path.join(fake, f"run-{i}.json")))["WANDB_RUN_ID"] is None for i in (0, 1)))
 
     def test_sweep_agent_stops_its_run_and_requeues(self) -> None:
-        proc, fake, out_dir = self.start_job("sweep_agent", {})
+        proc, fake, out_dir = self.start_job("sweep_agent", {"FAKE_DELIVERY": "task"})  # the run is a grandchild
         self.signal_once_started(proc, fake)
         self.assertEqual(proc.wait(timeout=30), 0, self.log(proc))
         self.assertTrue(os.path.exists(os.path.join(out_dir, "PREEMPTED")), "the sweep's run got SIGUSR1")

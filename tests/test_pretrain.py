@@ -92,6 +92,10 @@ class PretrainEndToEndTest(absltest.TestCase):
         with self.assertRaisesRegex(UserError, "holds a finished run"):
             pre_train_t5.main(["--output_dir", out, "--train_file", self.corpus, "--max_steps", "2"] + TINY)
         self.assertEqual(open(os.path.join(out, "all_results.json")).read(), before)
+        evaluated = pre_train_t5.main(["--output_dir", out, "--model_name_or_path", out, "--train_file", self.corpus, "--no_train"] + TINY)
+        self.assertEqual(open(os.path.join(out, "all_results.json")).read(), before)  # evaluation-only: beside it
+        with open(os.path.join(out, "eval_results.json")) as f:
+            self.assertAlmostEqual(json.load(f)["eval_loss"], evaluated["eval_loss"])
         pre_train_t5.main(["--output_dir", out, "--train_file", self.corpus, "--max_steps", "2", "--overwrite_output_dir"] + TINY)
 
     def test_data_dir_jsonl_gz_and_streaming(self) -> None:
