@@ -31,7 +31,7 @@ pass_on() {
   fi
   return 0
 }
-trap "" USR1
+trap pass_on USR1
 
 while :; do
   wait "$launcher"

@@ -10,6 +10,7 @@ import enum
 import fnmatch
 import glob
 import importlib
+import importlib.util
 import json
 import os
 import re
@@ -200,14 +201,14 @@ class SweepTest(parameterized.TestCase):
 
     @parameterized.named_parameters(named(SWEEPS))
     def test_every_value_parses_as_the_agent_passes_it(self, path: str) -> None:
+        from accelerate.commands.launch import launch_command_parser
+
         sweep = read_yaml(path)
         parameters = sweep["parameters"]
         base = first_values(parameters)
         for name, value in [(None, None), *variants(parameters)]:
             values = base if name is None else {**base, name: value}
             command = agent_command(sweep, values)
-            from accelerate.commands.launch import launch_command_parser
-
             launch = launch_command_parser().parse_args(command[2:])  # accelerate leaves the script's flags alone
             self.assertEqual(command[:2], ["accelerate", "launch"])
             self.assertEqual(launch.training_script, sweep["program"])
@@ -360,7 +361,7 @@ class AccelerateConfigTest(parameterized.TestCase):
             header = f.read().split("\ncompute_environment")[0]
         self.assertIn(f"accelerate launch --config_file configs/{os.path.basename(path)}", header)
         # 'bf16' here would override --bf16 False (transformers starts from ACCELERATE_MIXED_PRECISION).
-        self.assertIn(read_yaml(path).get("mixed_precision", "no"), ("no",), "mixed_precision must be the string 'no'")
+        self.assertEqual(read_yaml(path).get("mixed_precision", "no"), "no", "mixed_precision must be the string 'no'")
         if config.deepspeed_config:
             ds = config.deepspeed_config
             self.assertTrue(os.path.isfile(os.path.join(ROOT, ds["deepspeed_config_file"])), "relative to the repository root")
@@ -530,10 +531,12 @@ class SlurmTemplateTest(parameterized.TestCase):
             os.chmod(os.path.join(bin_dir, command), stat.S_IRWXU)
         with open(os.path.join(fake, "train.py"), "w") as f:
             f.write(TRAIN)
-        out_dir = os.path.join(tmp, "out-4242")
+        out_dir = os.path.join(tmp, "out-4242")  # where the stand-in training process writes
+        if name != "sweep_agent":  # the sweep's runs choose their own output directories
+            values = {"OUTPUT_DIR": os.path.join(tmp, "out-$SLURM_JOB_ID"), **values}
         job = os.path.join(tmp, "job.sbatch")
         with open(job, "w") as f:
-            f.write(self.render(name, **{**values, **({"OUTPUT_DIR": os.path.join(tmp, "out-$SLURM_JOB_ID")} if name != "sweep_agent" else {})}))
+            f.write(self.render(name, **values))
         full_env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ["PATH"], "FAKE_DIR": fake,
                     "FAKE_OUTPUT_DIR": out_dir, "SLURM_JOB_ID": "4242", "SLURM_NNODES": "1", "SLURM_NODEID": "0",
                     "SLURM_JOB_NODELIST": "node-[a-b]", "SLURM_CPUS_PER_TASK": "2", **env}
