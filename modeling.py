@@ -115,9 +115,19 @@ def load_model(name_or_path: str, flag: str = "--model_name_or_path", **override
     from transformers import T5ForConditionalGeneration
 
     try:
-        return T5ForConditionalGeneration.from_pretrained(name_or_path, **overrides)
+        model = T5ForConditionalGeneration.from_pretrained(name_or_path, **overrides)
     except (OSError, ValueError) as err:
         raise _load_error("model", flag, name_or_path, err) from None
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if is_deepspeed_zero3_enabled() and not getattr(model.config, "scale_decoder_outputs", True) and output_layer_is_tied(model):
+        # Seen with transformers 5.23 + DeepSpeed 0.19.8: under ZeRO-3 loading, a T5 v1.1 / flan-t5
+        # checkpoint's own lm_head is replaced by the input embeddings (eval loss 22 instead of 6).
+        raise UserError(
+            f"{flag} {name_or_path}: under DeepSpeed ZeRO-3, transformers 5.23 ties this T5 v1.1 checkpoint's "
+            "output layer to its embeddings, which gives wrong results; use zero_stage2_config.json for now"
+        )
+    return model
 
 
 def t5_v1_1_config(vocab_size: int, tokenizer: Any, **sizes: Any) -> Any:
@@ -175,7 +185,7 @@ def untie_output_layer(model: Any, keep_rows: Any = None) -> None:
 
 
 def output_layer_is_tied(model: Any) -> bool:
-    return model.lm_head.weight.data_ptr() == model.shared.weight.data_ptr()
+    return model.lm_head.weight is model.shared.weight  # identity: ZeRO-3 leaves partitioned weights empty
 
 
 def fit_embeddings_to_tokenizer(model: Any, tokenizer: Any) -> None:
@@ -184,7 +194,8 @@ def fit_embeddings_to_tokenizer(model: Any, tokenizer: Any) -> None:
     Never shrink it: T5 checkpoints carry more rows than tokens (32128 vs 32100). An untied output
     layer (T5 v1.1) stays untied: transformers' resize would tie it to the input embeddings.
     """
-    rows = model.get_input_embeddings().weight.shape[0]
+    weight = model.get_input_embeddings().weight
+    rows = getattr(weight, "ds_shape", weight.shape)[0]  # ZeRO-3 partitions leave weight.shape empty
     if len(tokenizer) <= rows:
         return
     logger.info("resizing token embeddings %d -> %d", rows, len(tokenizer))
