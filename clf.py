@@ -30,15 +30,12 @@ import torch.nn.functional as F
 from cli import UserError, parse_args, run_main
 from records import (
     Record,
-    data_path,
     default_run_name,
     is_probability,
     is_string,
-    load_splits,
+    load_run_records,
     model_folder_or_name,
-    read_records,
     run_path,
-    validate,
 )
 from training import (
     FINISHED_MARKER,
@@ -150,20 +147,8 @@ def data_label(data_args: ClfDataArguments) -> str | None:
 
 def load_records(data_args: ClfDataArguments, train: bool) -> dict[str, list[Record]]:
     """Checked records: train and eval (input and soft target), and predict (input) when a file is given."""
-    data_file = data_path(data_args.mount_dir, data_args.data_name) if data_args.data_name else None
-    if train:
-        splits: tuple[str, ...] = ("train", "eval")
-    elif data_file or data_args.eval_file:
-        splits = ("eval",)
-    elif data_args.predict_file:
-        splits = ()
-    else:
-        raise UserError("--no_train needs eval records (--data_name or --eval_file) or a --predict_file")
-    records = load_splits({"train": data_args.train_file, "eval": data_args.eval_file}, data_file, SOFT_LABELED, splits)
-    if data_args.predict_file:
-        records["predict"] = read_records(data_args.predict_file, "predict")
-        validate(records["predict"], UNLABELED, data_args.predict_file, "predict")
-    return records
+    return load_run_records(data_args.mount_dir, data_args.data_name, data_args.train_file, data_args.eval_file,
+                            data_args.predict_file, train, SOFT_LABELED, UNLABELED)
 
 
 def single_token_id(tokenizer: Any, word: str, flag: str) -> int:

@@ -105,12 +105,16 @@ def config_file_argv(path: str, list_fields: frozenset[str] = frozenset()) -> li
 def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None, description: str | None = None) -> tuple:
     """Parse the command line (and any `--config FILE`) into instances of `dataclass_types`.
 
-    Unknown arguments and invalid combinations (the dataclasses' `__post_init__` checks) become
-    `UserError`s; argparse's own type errors print usage and exit 2 as usual.
+    Unknown arguments, values of the wrong type, missing required flags and invalid combinations
+    (the dataclasses' `__post_init__` checks) become one-line `UserError`s; `--help` prints help.
     """
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser(dataclass_types, description=description)
+    class Parser(HfArgumentParser):
+        def error(self, message: str) -> None:  # argparse's: usage text plus the message; ours: one line
+            raise UserError(message)
+
+    parser = Parser(dataclass_types, description=description)
     args = _bare_optional_bool_flags(expand_argv(argv, _list_fields(dataclass_types)), dataclass_types)
     try:
         return parser.parse_args_into_dataclasses(args=args, look_for_args_file=False)

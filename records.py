@@ -116,6 +116,28 @@ def load_splits(
     return out
 
 
+def load_run_records(
+    mount_dir: str, data_name: str | None, train_file: str | None, eval_file: str | None, predict_file: str | None,
+    train: bool, fields: Mapping[str, Validator], predict_fields: Mapping[str, Validator],
+) -> dict[str, list[Record]]:
+    """The records a seq2seq.py / clf.py run needs: train and eval when training, eval (if given) for an
+    evaluation-only run, and `predict` (records checked against `predict_fields`) when a file is given."""
+    data_file = data_path(mount_dir, data_name) if data_name else None
+    if train:
+        splits: tuple[str, ...] = ("train", "eval")
+    elif data_file or eval_file:
+        splits = ("eval",)
+    elif predict_file:
+        splits = ()
+    else:
+        raise UserError("--no_train needs eval records (--data_name or --eval_file) or a --predict_file")
+    records = load_splits({"train": train_file, "eval": eval_file}, data_file, fields, splits)
+    if predict_file:
+        records["predict"] = read_records(predict_file, "predict")
+        validate(records["predict"], predict_fields, predict_file, "predict")
+    return records
+
+
 def read_records(path: str, split: str) -> list[Record]:
     """A per-split file: JSON lines, or a JSON list of records (or `{split: [...]}`)."""
     text = _read_text(path)
@@ -134,6 +156,8 @@ def read_records(path: str, split: str) -> list[Record]:
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as err:
+            if number == 1 and stripped.startswith(("{", "[")) and "\n" in stripped.strip():
+                _parse_json(text, path)  # one JSON document over several lines: report where it breaks
             raise UserError(f"{path}: line {number}: invalid JSON at column {err.colno}: {err.msg}") from None
     return records
 

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from transformers import Seq2SeqTrainer
 
 from cli import UserError, parse_args, run_main
-from records import Record, data_path, default_run_name, is_string, load_splits, model_path, read_records, run_path, validate
+from records import Record, default_run_name, is_string, load_run_records, model_path, run_path
 from training import (
     FINISHED_MARKER,
     check_output_dir,
@@ -78,17 +78,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     run_name = data_args.training_run_name or default_run_name(data_args.data_name, model_dir)
     training_args.output_dir = run_path(data_args.mount_dir, run_name)
     check_output_dir(training_args.output_dir, training_args.overwrite_output_dir, training_args.no_train or bool(training_args.resume_from_checkpoint))
-    data_file = data_path(data_args.mount_dir, data_args.data_name) if data_args.data_name else None
-    if not training_args.no_train:
-        splits: tuple[str, ...] = ("train", "eval")
-    elif data_file or data_args.eval_file:
-        splits = ("eval",)
-    elif data_args.predict_file:
-        splits = ()
-    else:
-        raise UserError("--no_train needs eval records (--data_name or --eval_file) or a --predict_file")
-    records = load_splits({"train": data_args.train_file, "eval": data_args.eval_file}, data_file, PROMPT_COMPLETION, splits)
-    to_predict = load_predict_records(data_args.predict_file)
+    records = load_run_records(data_args.mount_dir, data_args.data_name, data_args.train_file, data_args.eval_file,
+                               data_args.predict_file, not training_args.no_train, PROMPT_COMPLETION, {"prompt": is_string})
+    to_predict = records.pop("predict", [])
 
     # Tokenizer and model.
     from transformers import DataCollatorForSeq2Seq, set_seed
@@ -138,14 +130,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         shown = {k: round(v, 2) for k, v in results.items() if k.startswith("eval_") and isinstance(v, float)}
         print(f"{shown}; outputs in {out}")
     return results
-
-
-def load_predict_records(path: str | None) -> list[Record]:
-    if path is None:
-        return []
-    rows = read_records(path, "predict")
-    validate(rows, {"prompt": is_string}, path, "predict")
-    return rows
 
 
 def tokenize_records(rows: Sequence[Record], tokenizer: Any, data_args: Seq2SeqDataArguments, split: str) -> Any:

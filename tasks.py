@@ -253,9 +253,15 @@ def _read_rows(
             if text.lstrip().startswith("["):
                 rows = json.loads(text)
             else:
-                rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+                rows = []
+                for number, line in enumerate(text.splitlines(), start=1):
+                    if line.strip():
+                        try:
+                            rows.append(json.loads(line))
+                        except json.JSONDecodeError as error:
+                            raise UserError(f"{path}: line {number}: invalid JSON at column {error.colno}: {error.msg}") from None
         except json.JSONDecodeError as error:
-            raise UserError(f"{path}: neither JSON lines nor a JSON list of records ({error})") from error
+            raise UserError(f"{path}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
         if not all(isinstance(row, dict) for row in rows):
             raise UserError(f"{path}: every record must be a JSON object")
         return rows, list(dict.fromkeys(key for row in rows for key in row)), 1

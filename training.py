@@ -359,7 +359,13 @@ def setup_logging(training_args: Any) -> None:
     import transformers
 
     level = logging.INFO if training_args.should_log else logging.WARNING
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level)
+    # Progress goes to stdout, so stderr holds only warnings and errors (a user mistake: one line).
+    handler = logging.StreamHandler(sys.stdout)
+    handler.addFilter(lambda record: record.levelno < logging.WARNING)
+    errors = logging.StreamHandler(sys.stderr)
+    errors.setLevel(logging.WARNING)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level,
+                        handlers=[handler, errors], force=True)
     logging.getLogger().setLevel(level)
     transformers.utils.logging.set_verbosity(logging.WARNING)
     logging.getLogger("transformers.trainer").setLevel(level)  # keeps "***** Running training *****" and friends

@@ -1,0 +1,280 @@
+"""Malformed inputs, run as a user runs the four scripts: exit 2, one `error: ` line, nothing written.
+
+    HF_HUB_OFFLINE=1 python -m pytest -q -p no:logging tests/test_bad_inputs.py
+
+Every case is a real command line (`python <script>.py ...`, cwd the repository root, offline). Each
+must exit with code 2 and print exactly one non-empty line on stderr: `error: ` followed by a message
+that names the file, record, field or flag involved (a regex per case), and no traceback. The case's
+output directory or run folder must not exist afterwards; a finished run it was pointed at must be
+byte-for-byte unchanged. The commands run two at a time in setUpClass (each costs ~5 s of imports).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from absl.testing import absltest, parameterized
+
+from tests.fixtures import save_tiny_t5
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT_S = 120  # per command; a bad input must fail in seconds
+WORKERS = 2  # commands run at once (CI has 2 cores)
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One malformed command line. `{tmp}` and `{mount}` in `argv`, `absent` and `unchanged` are filled in."""
+
+    script: str
+    argv: tuple[str, ...]
+    pattern: str  # re.search on the message after "error: "
+    absent: tuple[str, ...] = ()  # paths that must not exist afterwards
+    unchanged: str | None = None  # a finished run dir whose files must stay as they were
+
+
+def pretrain(name: str, argv: list[str], pattern: str, output_dir: str | None = None) -> tuple[str, Case]:
+    output_dir = output_dir or f"{{tmp}}/out/{name}"
+    return name, Case("pre_train_t5.py", ("--output_dir", output_dir, *argv), pattern, absent=(output_dir,))
+
+
+def finetune(name: str, argv: list[str], pattern: str, output_dir: str | None = None) -> tuple[str, Case]:
+    output_dir = output_dir or f"{{tmp}}/out/{name}"
+    base = ("--output_dir", output_dir, "--model_name_or_path", "{mount}/models/tiny")
+    return name, Case("fine_tune_t5.py", (*base, *argv), pattern, absent=(output_dir,))
+
+
+def mount_run(script: str, name: str, argv: list[str], pattern: str, model: list[str], mount: str = "{mount}") -> tuple[str, Case]:
+    """seq2seq.py / clf.py: the tiny model is {mount}/models/tiny; results would go to <mount>/models/<name>."""
+    base = ["--mount_dir", mount, "--training_run_name", name, *model]
+    return name, Case(script, (*base, *argv), pattern, absent=(f"{mount}/models/{name}",))
+
+
+def seq2seq(name: str, argv: list[str], pattern: str) -> tuple[str, Case]:
+    return mount_run("seq2seq.py", name, argv, pattern, ["--model_init_name", "tiny"])
+
+
+def clf(name: str, argv: list[str], pattern: str, mount: str = "{mount}") -> tuple[str, Case]:
+    return mount_run("clf.py", name, argv, pattern, ["--model_pretrain_name", "tiny"], mount)
+
+
+def finished(case: tuple[str, Case], run_dir: str) -> tuple[str, Case]:
+    """A case pointed at a finished run: its files must stay exactly as they were (the name is the run's)."""
+    name, c = case
+    return name, dataclasses.replace(c, absent=(), unchanged=run_dir)
+
+
+TOY = ["--benchmark", "toy", "--dataset_name", "sentiment"]  # sentence, label (negative/positive)
+STSB = ["--benchmark", "glue", "--dataset_name", "stsb"]  # sentence1, sentence2, label (a score in [0, 5])
+
+CASES: list[tuple[str, Case]] = [
+    # --- pre_train_t5.py -------------------------------------------------------------------------
+    pretrain("pt_invalid_jsonl", ["--train_file", "{tmp}/pt/bad.jsonl"],
+             r"^--train_file \S+/pt/bad\.jsonl: line 2: invalid JSON at column 10: Expecting value$"),
+    pretrain("pt_text_not_a_string", ["--train_file", "{tmp}/pt/number.jsonl"],
+             r"^--train_file \S+/pt/number\.jsonl: line 2: field \"text\" must be a string, got int$"),
+    pretrain("pt_empty_corpus", ["--train_file", "{tmp}/pt/blank.txt"],
+             r"^--train_file \S+/pt/blank\.txt: the file holds no text$"),
+    pretrain("pt_not_utf8_corpus", ["--train_file", "{tmp}/pt/latin1.txt"],
+             r"^--train_file \S+/pt/latin1\.txt: not UTF-8 text: byte 0xe9 at offset 9 \(line 2\); re-encode the file as UTF-8$"),
+    pretrain("pt_noise_density", ["--train_file", "{tmp}/pt/corpus.txt", "--noise_density", "1.5"],
+             r"^--noise_density 1\.5: must lie strictly between 0 and 1$"),
+    pretrain("pt_dataset_name_and_train_file", ["--dataset_name", "allenai/c4", "--train_file", "{tmp}/pt/corpus.txt"],
+             r"^--dataset_name and a local corpus \(--train_file/--data_dir\) both given: use one$"),
+    finished(pretrain("pt_finished_run", ["--train_file", "{tmp}/pt/corpus.txt"],
+                      r"^--output_dir \S+/out/finished_pt: holds a finished run \(all_results\.json\); .* --overwrite_output_dir",
+                      output_dir="{tmp}/out/finished_pt"), "{tmp}/out/finished_pt"),
+    pretrain("pt_int_flag", ["--train_file", "{tmp}/pt/corpus.txt", "--max_steps", "ten"],
+             r"^argument --max_steps/--max-steps: invalid int value: 'ten'$"),
+    # --- fine_tune_t5.py -------------------------------------------------------------------------
+    finetune("ft_missing_required_flag", ["--benchmark", "toy"],
+             r"^the following arguments are required: --dataset_name/--dataset-name$"),
+    finetune("ft_invalid_jsonl_line", [*TOY, "--train_file", "{tmp}/ft/bad.jsonl", "--validation_file", "{tmp}/ft/good.csv"],
+             r"^\S+/ft/bad\.jsonl: line 2: invalid JSON at column 34: Expecting ',' delimiter$"),
+    finetune("ft_unknown_task", ["--benchmark", "toy", "--dataset_name", "sst2"],
+             r"^unknown task 'sst2' of benchmark 'toy'; valid: sentiment$"),
+    finetune("ft_eval_mode_beam", [*TOY, "--eval_mode", "beam"],
+             r"^--eval_mode beam: must be one of auto, score, generate$"),
+    finetune("ft_not_utf8_tsv", [*TOY, "--train_file", "{tmp}/ft/latin1.tsv", "--validation_file", "{tmp}/ft/good.csv"],
+             r"^\S+/ft/latin1\.tsv: not UTF-8 text \(byte 0xe9 at offset 22\); re-encode it as UTF-8$"),
+    finetune("ft_missing_column", [*TOY, "--train_file", "{tmp}/ft/no_sentence.csv", "--validation_file", "{tmp}/ft/good.csv"],
+             r"^\S+/ft/no_sentence\.csv: missing column 'sentence'; columns found: text, label$"),
+    finetune("ft_score_out_of_range", [*STSB, "--train_file", "{tmp}/ft/stsb.csv", "--validation_file", "{tmp}/ft/stsb.csv"],
+             r"^\S+/ft/stsb\.csv, line 3: column 'label': score '7\.5' is not a number in \[0\.0, 5\.0\]$"),
+    finished(finetune("ft_finished_run", TOY,
+                      r"^--output_dir \S+/out/finished_ft: holds a finished run \(all_results\.json\); .* --overwrite_output_dir",
+                      output_dir="{tmp}/out/finished_ft"), "{tmp}/out/finished_ft"),
+    # --- seq2seq.py ------------------------------------------------------------------------------
+    seq2seq("s2s_invalid_json", ["--data_name", "s2s_broken"],
+            r"^\S+/mount/data/s2s_broken\.json: invalid JSON at line 2 column 18: Expecting ',' delimiter$"),
+    seq2seq("s2s_multiline_json_position", ["--data_name", "s2s_good", "--train_file", "{tmp}/pretty_bad.json"],
+            r"^\S+/pretty_bad\.json: invalid JSON at line 3 column 16: Expecting ',' delimiter$"),
+    seq2seq("s2s_completion_a_number", ["--data_name", "s2s_number"],
+            r"^\S+/data/s2s_number\.json: train record 1: field 'completion' must be a string, got int 5$"),
+    seq2seq("s2s_both_model_flags", ["--data_name", "s2s_good", "--model_init_path", "{mount}/models/tiny"],
+            r"^give exactly one of --model_init_name \(a folder under \S+/mount/models\) or --model_init_path"),
+    seq2seq("s2s_n_samples_0", ["--data_name", "s2s_good", "--n_samples", "0"],
+            r"^--n_samples 0: must be at least 1$"),
+    finished(seq2seq("finished_s2s", ["--data_name", "s2s_good"],
+                     r"^--output_dir \S+/models/finished_s2s: holds a finished run \(all_results\.json\); .* --overwrite_output_dir"),
+             "{mount}/models/finished_s2s"),
+    # --- clf.py ----------------------------------------------------------------------------------
+    clf("clf_target_above_1", ["--data_name", "clf_range"],
+        r"^\S+/data/clf_range\.json: train record 1: field 'target' must be a number in \[0, 1\], got 1\.5$"),
+    clf("clf_target_nan", ["--data_name", "clf_nan"],
+        r"^\S+/data/clf_nan\.json: eval record 0: field 'target' must be a number in \[0, 1\], got nan$"),
+    clf("clf_target_a_string", ["--data_name", "clf_string"],
+        r"^\S+/data/clf_string\.json: train record 0: field 'target' must be a number in \[0, 1\], got str \"0\.7\"$"),
+    clf("clf_no_target", ["--data_name", "clf_no_target"],
+        r"^\S+/data/clf_no_target\.json: train record 2: no 'target' field \(required: input, target\)$"),
+    clf("clf_empty_train", ["--data_name", "clf_empty_train"],
+        r"^\S+/data/clf_empty_train\.json: the train split is empty$"),
+    clf("clf_not_utf8_data", ["--data_name", "clf_latin1"],
+        r"^\S+/data/clf_latin1\.json: not UTF-8 text \(byte 0xe9 at offset 25\)$"),
+    clf("clf_not_utf8_config", ["--config", "{tmp}/clf/latin1.yaml", "--data_name", "clf_good"],
+        r"^\S+/clf/latin1\.yaml: not UTF-8 text \(byte 0xe9 at offset 27\)$"),
+    clf("clf_invalid_config_yaml", ["--config", "{tmp}/clf/bad.yaml", "--data_name", "clf_good"],
+        r"^\S+/clf/bad\.yaml: invalid YAML at line 2 column 20: mapping values are not allowed here$"),
+    clf("clf_template_without_input", ["--data_name", "clf_good", "--template", "Is it sport?"],
+        r"^--template 'Is it sport\?': must contain \{input\}"),
+    clf("clf_fp16", ["--data_name", "clf_good", "--fp16"],
+        r"^--fp16: T5's activations overflow float16 .* pass --allow_fp16 to force it$"),
+    clf("clf_unknown_flag", ["--data_name", "clf_good", "--yes_tokn", "yes"],
+        r"^Some specified arguments are not used by the HfArgumentParser: \['--yes_tokn', 'yes'\]$"),
+    clf("clf_no_model_folder", ["--data_name", "clf_good", "--model_pretrain_name", "{tmp}/no_such_model"],
+        r"^--model_pretrain_name '\S+/no_such_model': cannot load the tokenizer: no such local directory"),
+    finished(clf("finished_clf", ["--data_name", "clf_good"],
+                 r"^--output_dir \S+/models/finished_clf: holds a finished run \(all_results\.json\); .* --overwrite_output_dir"),
+             "{mount}/models/finished_clf"),
+    # A regular file as --mount_dir: the run folder would lie below it (root ignores permission bits; this it cannot).
+    clf("clf_run_below_a_file", ["--data_name", "clf_good"],
+        r"^--output_dir \S+/a_file/models/clf_run_below_a_file: \S+/a_file is a file, not a directory", mount="{tmp}/a_file"),
+]
+
+
+def write(path: str, content: str | bytes) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(content.encode() if isinstance(content, str) else content)
+
+
+def write_fixtures(tmp: str, mount: str) -> None:
+    """Tiny data files, each broken in one way, and finished runs (an `all_results.json` marks one)."""
+    write(f"{tmp}/a_file", "a regular file, used as a parent directory\n")
+    for run_dir in (f"{tmp}/out/finished_pt", f"{tmp}/out/finished_ft", f"{mount}/models/finished_s2s",
+                    f"{mount}/models/finished_clf"):
+        write(f"{run_dir}/all_results.json", json.dumps({"eval_loss": 1.25}))
+        write(f"{run_dir}/model.safetensors", b"\x00weights\x01")
+    # pre_train_t5.py corpora
+    write(f"{tmp}/pt/corpus.txt", "the model learns tokens from text\nand predicts missing spans\n")
+    write(f"{tmp}/pt/bad.jsonl", '{"text": "a"}\n{"text": oops}\n')
+    write(f"{tmp}/pt/number.jsonl", '{"text": "fine"}\n{"text": 42}\n')
+    write(f"{tmp}/pt/blank.txt", "\n  \n\n")
+    write(f"{tmp}/pt/latin1.txt", b"hello\ncaf\xe9 au lait\n")  # 0xe9 at byte 9, line 2
+    # fine_tune_t5.py task files (toy/sentiment: sentence, label; glue/stsb: sentence1, sentence2, label)
+    write(f"{tmp}/ft/good.csv", "sentence,label\nthe film was great,positive\nthe plot was dull,0\n")
+    write(f"{tmp}/ft/bad.jsonl", '{"sentence": "fine", "label": 1}\n{"sentence": "the plot was dull" "label": 0}\n')
+    write(f"{tmp}/ft/latin1.tsv", b"sentence\tlabel\nthe caf\xe9 was great\t1\n")  # 0xe9 at byte 22
+    write(f"{tmp}/ft/no_sentence.csv", "text,label\nthe film was great,1\n")
+    write(f"{tmp}/ft/stsb.csv", "sentence1,sentence2,label\na cat sat,a cat sat,5.0\na dog,a car,7.5\n")
+    # seq2seq.py records
+    pair = {"prompt": "2 + 2 =", "completion": "4"}
+    write(f"{tmp}/pretty_bad.json", '{\n"train": [\n{"prompt": "a" "completion": "b"}\n]\n}\n')  # line 3 column 16
+    write(f"{mount}/data/s2s_good.json", json.dumps({"train": [pair, pair], "eval": [pair]}))
+    write(f"{mount}/data/s2s_broken.json", '{"train": [\n  {"prompt": "a" "completion": "b"}], "eval": []}\n')  # line 2 column 18
+    write(f"{mount}/data/s2s_number.json", json.dumps({"train": [pair, {"prompt": "2 + 3 =", "completion": 5}], "eval": [pair]}))
+    # clf.py records and configs
+    item = {"input": "the striker scored twice", "target": 0.9}
+    write(f"{mount}/data/clf_good.json", json.dumps({"train": [item, item], "eval": [item]}))
+    write(f"{mount}/data/clf_range.json", json.dumps({"train": [item, {"input": "a goal", "target": 1.5}], "eval": [item]}))
+    write(f"{mount}/data/clf_nan.json", json.dumps({"train": [item], "eval": [{"input": "a goal", "target": float("nan")}]}))
+    write(f"{mount}/data/clf_string.json", json.dumps({"train": [{"input": "a goal", "target": "0.7"}], "eval": [item]}))
+    write(f"{mount}/data/clf_no_target.json", json.dumps({"train": [item, item, {"input": "a goal"}], "eval": [item]}))
+    write(f"{mount}/data/clf_empty_train.json", json.dumps({"train": [], "eval": [item]}))
+    write(f"{mount}/data/clf_latin1.json", b'{"train": [{"input": "caf\xe9", "target": 0.1}], "eval": []}')  # 0xe9 at byte 25
+    write(f"{tmp}/clf/bad.yaml", "max_steps: 10\nlearning_rate: 1e-3: x\nseed: 1\n")  # line 2 column 20
+    write(f"{tmp}/clf/latin1.yaml", b"max_steps: 10\ntemplate: caf\xe9 {input}\n")
+
+
+def snapshot(directory: str) -> dict[str, str]:
+    """Relative path -> sha256 of every file under `directory`."""
+    out = {}
+    for base, _, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(base, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+class BadInputTest(parameterized.TestCase):
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls.tmp = tempfile.mkdtemp(prefix="bad_inputs_")
+        cls.addClassCleanup(shutil.rmtree, cls.tmp, ignore_errors=True)
+        cls.mount = os.path.join(cls.tmp, "mount")
+        write_fixtures(cls.tmp, cls.mount)
+        cls.before = {name: snapshot(cls.fill(case.unchanged)) for name, case in CASES if case.unchanged}
+        cls.models_before = sorted(os.listdir(os.path.join(cls.mount, "models")) + ["tiny"])
+        cls.out_before = sorted(os.listdir(os.path.join(cls.tmp, "out")))
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled",
+               "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "HF_DATASETS_CACHE": os.path.join(cls.tmp, "cache")}
+
+        with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
+            # The tiny model is built while the cases that do not name it run (pre_train_t5.py's).
+            model = pool.submit(save_tiny_t5, os.path.join(cls.mount, "models", "tiny"))
+
+            def run(case: Case) -> subprocess.CompletedProcess:
+                argv = [sys.executable, case.script, *(cls.fill(a) for a in case.argv), "--report_to", "none"]
+                if any("{mount}" in a for a in case.argv):
+                    model.result()
+                return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+
+            futures = {name: pool.submit(run, case) for name, case in CASES}
+            cls.results = {name: future.result() for name, future in futures.items()}
+
+    @classmethod
+    def fill(cls, text: str) -> str:
+        return text.replace("{tmp}", cls.tmp).replace("{mount}", cls.mount)
+
+    @parameterized.named_parameters((name, name, case) for name, case in CASES)
+    def test_one_error_line_and_nothing_written(self, name: str, case: Case) -> None:
+        proc = self.results[name]
+        where = f"{case.script} {' '.join(self.fill(a) for a in case.argv)}\nstderr:\n{proc.stderr[-3000:]}"
+        self.assertNotIn("Traceback", proc.stderr, where)
+        self.assertEqual(proc.returncode, 2, where)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        self.assertLen(lines, 1, where)
+        self.assertTrue(lines[0].startswith("error: "), where)
+        self.assertRegex(lines[0].removeprefix("error: "), re.compile(case.pattern), where)
+        for path in case.absent:
+            self.assertFalse(os.path.exists(self.fill(path)), f"{self.fill(path)} left behind by\n{where}")
+
+    @parameterized.named_parameters((name, name, case) for name, case in CASES if case.unchanged)
+    def test_finished_run_unchanged(self, name: str, case: Case) -> None:
+        self.assertEqual(snapshot(self.fill(case.unchanged)), self.before[name])
+
+    def test_no_run_folder_left_behind(self) -> None:
+        # Covers the runs named by default (`<data>-<model>-<time>`) as well as the cases' own names.
+        self.assertEqual(sorted(os.listdir(os.path.join(self.mount, "models"))), self.models_before)
+        self.assertEqual(sorted(os.listdir(os.path.join(self.tmp, "out"))), self.out_before)
+        self.assertTrue(os.path.isfile(os.path.join(self.tmp, "a_file")))
+
+    def test_catalogue_covers_every_script(self) -> None:
+        counts = {script: sum(case.script == script for _, case in CASES)
+                  for script in ("pre_train_t5.py", "fine_tune_t5.py", "seq2seq.py", "clf.py")}
+        self.assertGreaterEqual(min(counts.values()), 5, counts)
+
+
+if __name__ == "__main__":
+    absltest.main()
