@@ -123,11 +123,50 @@ def load_model(name_or_path: str, flag: str = "--model_name_or_path", **override
     if is_deepspeed_zero3_enabled() and not getattr(model.config, "scale_decoder_outputs", True) and output_layer_is_tied(model):
         # Seen with transformers 5.23 + DeepSpeed 0.19.8: under ZeRO-3 loading, a T5 v1.1 / flan-t5
         # checkpoint's own lm_head is replaced by the input embeddings (eval loss 22 instead of 6).
-        raise UserError(
-            f"{flag} {name_or_path}: under DeepSpeed ZeRO-3, transformers 5.23 ties this T5 v1.1 checkpoint's "
-            "output layer to its embeddings, which gives wrong results; use zero_stage2_config.json for now"
-        )
+        weight = _checkpoint_tensor(name_or_path, "lm_head.weight")
+        if weight is None:
+            raise UserError(
+                f"{flag} {name_or_path}: under DeepSpeed ZeRO-3, transformers 5.23 ties this T5 v1.1 checkpoint's "
+                "output layer to its embeddings, and it has no safetensors lm_head to restore; use zero_stage2_config.json"
+            )
+        _restore_output_layer_zero3(model, weight)
     return model
+
+
+def _checkpoint_tensor(name_or_path: str, key: str) -> Any:
+    """One tensor of a safetensors checkpoint (sharded or not, local or Hub cache); None if absent."""
+    import json
+
+    from safetensors import safe_open
+    from transformers.utils import cached_file
+
+    index = cached_file(name_or_path, "model.safetensors.index.json", _raise_exceptions_for_missing_entries=False)
+    if index:
+        with open(index, encoding="utf-8") as f:
+            shard = json.load(f)["weight_map"].get(key)
+    else:
+        shard = "model.safetensors"
+    path = cached_file(name_or_path, shard, _raise_exceptions_for_missing_entries=False) if shard else None
+    if not path:
+        return None
+    with safe_open(path, "pt") as f:
+        return f.get_tensor(key) if key in f.keys() else None
+
+
+def _restore_output_layer_zero3(model: Any, weight: Any) -> None:
+    """Give a ZeRO-3-partitioned T5 its checkpoint's own output layer back (partitioned as well)."""
+    import deepspeed
+    import torch
+    from transformers.integrations.deepspeed import deepspeed_config
+
+    vocab_size, d_model = weight.shape
+    with deepspeed.zero.Init(config_dict_or_path=deepspeed_config()):
+        head = torch.nn.Linear(d_model, vocab_size, bias=False, dtype=model.shared.weight.dtype)
+    with deepspeed.zero.GatheredParameters(head.weight, modifier_rank=0), torch.no_grad():
+        if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+            head.weight.copy_(weight.to(head.weight.dtype))
+    model.lm_head = head
+    model.all_tied_weights_keys.pop("lm_head.weight", None)
 
 
 def t5_v1_1_config(vocab_size: int, tokenizer: Any, **sizes: Any) -> Any:

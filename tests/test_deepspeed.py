@@ -1,6 +1,7 @@
-"""DeepSpeed ZeRO-2 on the CPU: a tiny T5 pre-trains for a few steps under `torchrun` with the shipped config.
+"""DeepSpeed on the CPU: a tiny T5 pre-trains for a few steps under `torchrun` with the shipped ZeRO-2
+config, and a T5 v1.1 checkpoint loaded under ZeRO-3 keeps its own output layer.
 
-One test on purpose: the first run compiles DeepSpeed's CPU ops (~80 s), later runs take seconds.
+Few tests on purpose: the first run compiles DeepSpeed's CPU ops (~80 s), later runs take seconds.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import tempfile
 
 from absl.testing import absltest
 
-from tests.fixtures import generated_corpus
+from tests.fixtures import generated_corpus, save_tiny_t5
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,6 +44,34 @@ class ZeroStage2Test(absltest.TestCase):
         self.assertLess(losses[-1], losses[0])
         with open(os.path.join(out, "all_results.json")) as f:
             self.assertLess(json.load(f)["eval_loss"], losses[0])
+
+
+ZERO3_LOAD = """
+import os, sys
+sys.path.insert(0, {root!r})
+os.environ.update(DS_ACCELERATOR="cpu", RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="29572")
+import deepspeed, torch
+deepspeed.init_distributed(dist_backend="gloo")
+from transformers.integrations import HfDeepSpeedConfig
+keep = HfDeepSpeedConfig({{"zero_optimization": {{"stage": 3}}, "train_micro_batch_size_per_gpu": 1}})
+from modeling import _checkpoint_tensor, load_model, output_layer_is_tied
+model = load_model({path!r})
+saved = _checkpoint_tensor({path!r}, "lm_head.weight")
+with deepspeed.zero.GatheredParameters([model.lm_head.weight, model.shared.weight]):
+    print("RESULT", output_layer_is_tied(model), torch.equal(model.lm_head.weight.detach().cpu(), saved),
+          torch.equal(model.shared.weight.detach().cpu(), saved))
+"""
+
+
+class ZeroStage3LoadTest(absltest.TestCase):
+    def test_v1_1_checkpoint_keeps_its_output_layer(self) -> None:
+        """transformers 5.23 ties lm_head to the embeddings when loading under ZeRO-3; load_model restores it."""
+        path = save_tiny_t5(os.path.join(tempfile.mkdtemp(), "tiny"))
+        proc = subprocess.run([sys.executable, "-c", ZERO3_LOAD.format(root=ROOT, path=path)], capture_output=True,
+                              text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+        result = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT"))
+        self.assertEqual(result, "RESULT False True False")  # untied, the checkpoint's weights, not the embeddings
 
 
 if __name__ == "__main__":
