@@ -59,8 +59,14 @@ class TaskArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many examples per validation split."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Keep only this many examples per test split."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenizing (datasets.map num_proc)."})
+    hp_search: str | None = field(default=None, metadata={"help": "optuna: search learning_rate and lr_scheduler_type offline (no W&B server), then train with the best."})
+    hp_trials: int = field(default=8, metadata={"help": "Trials of --hp_search."})
 
     def __post_init__(self) -> None:
+        if self.hp_search not in (None, "optuna"):
+            raise UserError(f"--hp_search {self.hp_search}: the one backend is optuna")
+        if self.hp_trials < 1:
+            raise UserError(f"--hp_trials {self.hp_trials}: must be at least 1")
         if self.eval_mode not in EVAL_MODES:
             raise UserError(f"--eval_mode {self.eval_mode}: must be one of {', '.join(EVAL_MODES)}")
         for name in ("max_source_length", "max_target_length"):
@@ -148,8 +154,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     trainer = build_trainer(mode, entry, model, tokenizer, training_args, task_args, train, evals, collator)
     use_t5_adafactor(trainer)
 
-    # Train, evaluate, predict.
+    # Train (after an optional hyper-parameter search), evaluate, predict.
     results: dict[str, Any] = {}
+    if task_args.hp_search and train is not None and evals:
+        results["hp_search_best"] = search_hyperparameters(
+            trainer, lambda: load_model(model_args.model_name_or_path, **overrides), task_args.hp_trials)
+    elif task_args.hp_search:
+        raise UserError(f"--hp_search needs training and a validation split; task {entry['name']} run has {', '.join(raw)}")
     if train is not None:
         results.update(run_training(trainer))
         results["padded_token_fraction"] = collator.padded_fraction
@@ -172,6 +183,46 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         write_outputs(training_args.output_dir, entry, splits, predictions, trainer, results,
                       (task_args, model_args, training_args), argv)
     return results
+
+
+# The search space of sweeps/glue_*.yaml, for runs without a W&B server.
+def hp_space(trial: Any) -> dict[str, Any]:
+    return {
+        "learning_rate": trial.suggest_float("learning_rate", 1e-4, 3e-3, log=True),
+        "lr_scheduler_type": trial.suggest_categorical("lr_scheduler_type", ["constant_with_warmup", "linear", "cosine", "inverse_sqrt"]),
+    }
+
+
+def search_hyperparameters(trainer: Any, model_init: Any, trials: int) -> dict[str, Any]:
+    """Optuna search through `Trainer.hyperparameter_search`, objective the task's metric_for_best_model.
+
+    Writes `hp_search.tsv` (every trial) and `hp_search.png` (optimisation history) to the output dir,
+    then sets the best values on the Trainer, which trains the final model from a fresh init.
+    """
+    import optuna
+    from optuna.visualization.matplotlib import plot_optimization_history
+
+    args = trainer.args
+    key = args.metric_for_best_model if args.metric_for_best_model.startswith("eval_") else f"eval_{args.metric_for_best_model}"
+    os.makedirs(args.output_dir, exist_ok=True)
+    storage = f"sqlite:///{os.path.abspath(os.path.join(args.output_dir, 'hp_search.db'))}"
+    trainer.model_init = lambda trial=None: model_init()
+    best = trainer.hyperparameter_search(
+        hp_space=hp_space, compute_objective=lambda metrics: metrics[key], n_trials=trials,
+        direction="maximize" if args.greater_is_better else "minimize", backend="optuna",
+        storage=storage, study_name="fine_tune_t5", load_if_exists=False,
+    )
+    study = optuna.load_study(study_name="fine_tune_t5", storage=storage)
+    lines = ["trial\tlearning_rate\tlr_scheduler_type\t" + key]
+    lines += [f"{t.number}\t{t.params['learning_rate']:.6g}\t{t.params['lr_scheduler_type']}\t{t.value}" for t in study.trials]
+    write_text_atomic(os.path.join(args.output_dir, "hp_search.tsv"), "\n".join(lines) + "\n")
+    axes = plot_optimization_history(study)
+    axes.figure.savefig(os.path.join(args.output_dir, "hp_search.png"), dpi=110, bbox_inches="tight")
+    logger.info("hp search: best %s = %s with %s", key, best.objective, best.hyperparameters)
+    for name, value in best.hyperparameters.items():
+        setattr(args, name, value)
+    trainer.model = trainer.call_model_init()
+    return {"objective": best.objective, **best.hyperparameters}
 
 
 def resolve_eval_mode(entry: Any, mode: str) -> str:

@@ -270,9 +270,17 @@ def use_t5_adafactor(trainer: Any) -> None:
     Seq2SeqTrainer's constructor does not take `optimizer_cls_and_kwargs`; the Trainer reads the
     attribute when it creates the optimizer.
     """
-    choice = optimizer_cls_and_kwargs(trainer.args)
-    if choice is not None:
-        trainer.optimizer_cls_and_kwargs = choice
+    if optimizer_cls_and_kwargs(trainer.args) is None:
+        return
+    create = type(trainer).create_optimizer
+
+    def create_optimizer(*args: Any, **kwargs: Any) -> Any:
+        # Read the arguments when the optimizer is built: a hyper-parameter trial sets its
+        # learning rate after the Trainer was made.
+        trainer.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs(trainer.args)
+        return create(trainer, *args, **kwargs)
+
+    trainer.create_optimizer = create_optimizer
 
 
 def optimizer_cls_and_kwargs(args: Any) -> tuple[type, dict[str, Any]] | None:

@@ -84,6 +84,27 @@ class ToyTaskTest(absltest.TestCase):
         with open(os.path.join(self.trained, "eval_results.json")) as f:
             self.assertEqual(json.load(f)["predict_test_examples"], 7)
 
+    def test_offline_optuna_search_writes_its_table_and_plot(self) -> None:
+        out = os.path.join(self.tmp, "hp")
+        results = fine_tune_t5.main([
+            "--benchmark", "toy", "--dataset_name", "sentiment", "--model_name_or_path", self.model,
+            "--dataset_dir", self.glue_dir, "--output_dir", out, "--max_steps", "4", "--per_device_train_batch_size", "8",
+            "--max_train_samples", "64", "--max_eval_samples", "32", "--hp_search", "optuna", "--hp_trials", "3",
+        ] + QUIET)
+        rows = read_tsv(os.path.join(out, "hp_search.tsv"))
+        self.assertEqual(rows[0], ["trial", "learning_rate", "lr_scheduler_type", "eval_accuracy"])
+        self.assertEqual([r[0] for r in rows[1:]], ["0", "1", "2"])
+        learning_rates = [float(r[1]) for r in rows[1:]]
+        self.assertTrue(all(1e-4 <= lr <= 3e-3 for lr in learning_rates))
+        best = results["hp_search_best"]
+        self.assertEqual(best["objective"], max(float(r[3]) for r in rows[1:]))
+        with open(os.path.join(out, "hp_search.png"), "rb") as f:
+            self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+        with open(os.path.join(out, "hp_search.db"), "rb") as f:
+            self.assertEqual(f.read(6), b"SQLite")
+        with open(os.path.join(out, "provenance.json")) as f:  # the final model trained with the best values
+            self.assertEqual(json.load(f)["arguments"]["learning_rate"], best["learning_rate"])
+
     def test_generate_mode_agrees_with_label_scoring(self) -> None:
         results = fine_tune_t5.main([
             "--benchmark", "toy", "--dataset_name", "sentiment", "--model_name_or_path", self.trained,
