@@ -19,8 +19,29 @@ class UserError(Exception):
 CONFIG_FLAG = "--config"
 
 
+_preemption_requested = False
+
+
+def preemption_requested() -> bool:
+    """Whether SIGTERM / SIGUSR1 arrived since the script started (see `run_main`)."""
+    return _preemption_requested
+
+
+def _request_preemption(signum: int, frame: Any) -> None:
+    global _preemption_requested
+    _preemption_requested = True
+
+
 def run_main(main: Callable[[list[str] | None], Any]) -> None:
-    """Run a script's `main`, turning a `UserError` into one line on stderr and exit code 2."""
+    """Run a script's `main`, turning a `UserError` into one line on stderr and exit code 2.
+
+    SIGTERM and SIGUSR1 (Slurm's warning) are caught from the start, so a warning that arrives while a
+    large model is still loading still ends in a checkpoint at the first step boundary.
+    """
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, _request_preemption)
     try:
         main(None)
     except UserError as err:

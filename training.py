@@ -179,7 +179,9 @@ class PreemptionCallback:
 
         class _Callback(TrainerCallback):
             def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-                flag = outer.requested
+                from cli import preemption_requested
+
+                flag = outer.requested or preemption_requested()
                 if args.world_size > 1:
                     import torch.distributed as dist
 

@@ -49,6 +49,12 @@ class SetupTest(absltest.TestCase):
         for target in ("install:", "demo: install", "test: install"):
             self.assertIn(target, makefile)
 
+    def test_gpu_smoke_script_parses(self) -> None:
+        import subprocess
+
+        proc = subprocess.run(["bash", "-n", os.path.join(ROOT, "bench", "gpu_smoke.sh")], capture_output=True, text=True)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+
     def test_deepspeed_config_leaves_trainer_settings_to_the_trainer(self) -> None:
         config = json.loads(read("zero_stage2_config.json"))
         self.assertEqual(config["zero_optimization"]["stage"], 2)
