@@ -140,7 +140,8 @@ class PretrainEndToEndTest(absltest.TestCase):
         wandb_dir = os.path.join(self.tmp, "wandb")
         os.makedirs(wandb_dir)
         out = os.path.join(self.tmp, "reported")
-        env = {"WANDB_MODE": "offline", "WANDB_DIR": wandb_dir, "WANDB_SILENT": "true"}
+        fake_key = "0123456789abcdef0123456789abcdefwandbkey"  # a fake W&B API key: must appear in no output
+        env = {"WANDB_MODE": "offline", "WANDB_DIR": wandb_dir, "WANDB_SILENT": "true", "WANDB_API_KEY": fake_key}
         old = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:
@@ -166,7 +167,9 @@ class PretrainEndToEndTest(absltest.TestCase):
             for root, _, files in os.walk(directory):
                 for name in files:
                     with open(os.path.join(root, name), "rb") as f:
-                        self.assertNotIn(b"wandbleakcheck", f.read(), os.path.join(root, name))
+                        content = f.read()
+                        self.assertNotIn(b"wandbleakcheck", content, os.path.join(root, name))
+                        self.assertNotIn(fake_key.encode(), content, os.path.join(root, name))
 
     def test_config_name_builds_a_fresh_model_of_that_shape(self) -> None:
         from modeling import load_model
