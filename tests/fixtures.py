@@ -24,6 +24,13 @@ def generated_corpus(num_lines: int = 400, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(_WORDS) for _ in range(rng.randint(8, 20))) + "." for _ in range(num_lines)]
 
 
+def write_corpus(path: str, num_lines: int = 300, seed: int = 0) -> str:
+    """The generated corpus as a one-document-per-line text file; returns `path`."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(generated_corpus(num_lines, seed)) + "\n")
+    return path
+
+
 @functools.lru_cache(maxsize=None)
 def tiny_tokenizer() -> Any:
     """A T5 tokenizer (SentencePiece unigram, ~130 pieces + 100 sentinels) trained on the generated corpus."""

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import multiprocessing
-import unittest
 from typing import Any, Sequence
 
 import numpy as np
@@ -450,7 +448,6 @@ class CollatorErrorsTest(parameterized.TestCase):
             T5DataCollator(StubTokenizer(), target_length=100)
 
 
-@unittest.skipUnless("fork" in multiprocessing.get_all_start_methods(), "needs fork")
 class WorkerSeedingTest(absltest.TestCase):
     """The collator owns a numpy generator; DataLoader workers each hold a copy of it."""
 

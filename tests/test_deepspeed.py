@@ -14,7 +14,7 @@ import tempfile
 
 from absl.testing import absltest
 
-from tests.fixtures import generated_corpus, save_tiny_t5
+from tests.fixtures import save_tiny_t5, write_corpus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,9 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 class ZeroStage2Test(absltest.TestCase):
     def test_pretrains_under_zero_stage2_on_the_cpu(self) -> None:
         tmp = tempfile.mkdtemp()
-        corpus = os.path.join(tmp, "corpus.txt")
-        with open(corpus, "w") as f:
-            f.write("\n".join(generated_corpus(300)) + "\n")
+        corpus = write_corpus(os.path.join(tmp, "corpus.txt"), 300)
         out = os.path.join(tmp, "run")
         proc = subprocess.run(
             [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--nproc_per_node", "1", "--master_port", "29571",

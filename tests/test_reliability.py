@@ -12,7 +12,7 @@ import tempfile
 import torch
 from absl.testing import absltest
 
-from tests.fixtures import generated_corpus
+from tests.fixtures import write_corpus
 
 import pre_train_t5  # noqa: E402  (after fixtures: they set HF_HUB_OFFLINE)
 from cli import UserError
@@ -40,9 +40,7 @@ def last_loss(run: str) -> float:
 class PreemptionTest(absltest.TestCase):
     def test_interrupted_and_resumed_equals_straight(self) -> None:
         tmp = tempfile.mkdtemp()
-        corpus = os.path.join(tmp, "corpus.txt")
-        with open(corpus, "w") as f:
-            f.write("\n".join(generated_corpus(400)) + "\n")
+        corpus = write_corpus(os.path.join(tmp, "corpus.txt"), 400)
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
         def command(out: str, *extra: str) -> list[str]:
@@ -85,9 +83,7 @@ class NonFiniteLossTest(absltest.TestCase):
         import modeling
 
         tmp = tempfile.mkdtemp()
-        corpus = os.path.join(tmp, "corpus.txt")
-        with open(corpus, "w") as f:
-            f.write("\n".join(generated_corpus(300)) + "\n")
+        corpus = write_corpus(os.path.join(tmp, "corpus.txt"), 300)
         original = modeling.new_t5
         calls = {"n": 0}
 
