@@ -41,6 +41,7 @@ test: install $(VENV)/.installed-deepspeed
 bench: install
 	$(RUN) bench/collator.py
 	$(RUN) bench/eval_modes.py
+	$(RUN) bench/pretrain_throughput.py
 
 clean:
 	rm -rf runs

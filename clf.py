@@ -24,10 +24,12 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
-from cli import UserError, parse_args, run_main
+# Only light modules here: flags and data are checked before transformers and torch are imported.
+from cli import EarlyTrainingFlags, UserError, light_parse, parse_args, run_main
+from modeling import check_model_source
+from outputs import FINISHED_MARKER, check_output_dir, unique_path, write_json_atomic, write_text_atomic
 from records import (
     Record,
     default_run_name,
@@ -37,20 +39,9 @@ from records import (
     model_folder_or_name,
     run_path,
 )
-from training import (
-    FINISHED_MARKER,
-    check_output_dir,
-    finite_loss,
-    MountRunArguments,
-    plot_loss_curve,
-    run_training,
-    setup_logging,
-    unique_path,
-    use_t5_adafactor,
-    write_json_atomic,
-    write_provenance,
-    write_text_atomic,
-)
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger("clf")
 
@@ -86,19 +77,19 @@ class ClfDataArguments:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    # Arguments, paths, records, yes/no tokens: every user mistake is found here, before anything is
-    # written or logged (a mistake is one line on stderr).
-    data_args, training_args = parse_args((ClfDataArguments, MountRunArguments), argv, __doc__)
-    model_dir = model_folder_or_name(data_args.mount_dir, data_args.model_pretrain_name)
-    run_name = data_args.training_run_name or default_run_name(data_label(data_args), model_dir)
-    training_args.output_dir = run_dir = run_path(data_args.mount_dir, run_name)
-    # An evaluation/prediction-only run may write beside a finished one (under new file names).
-    check_output_dir(run_dir, training_args.overwrite_output_dir, training_args.no_train or bool(training_args.resume_from_checkpoint))
-    records = load_records(data_args, train=not training_args.no_train)
+    # Flags, paths and records first, before the heavy imports: a mistake is reported in about a second,
+    # before anything is written or logged (a mistake is one line on stderr).
+    early = light_parse((ClfDataArguments, EarlyTrainingFlags), argv)
+    checked = check_inputs(*early) if early else None
 
     from transformers import set_seed
 
     from modeling import fit_embeddings_to_tokenizer, load_model, load_tokenizer
+    from training import MountRunArguments, run_training, setup_logging
+
+    data_args, training_args = parse_args((ClfDataArguments, MountRunArguments), argv, __doc__)
+    model_dir, run_dir, records = checked or check_inputs(data_args, training_args)
+    training_args.output_dir = run_dir
 
     tokenizer = load_tokenizer(model_dir, "--model_pretrain_name")
     head = YesNoHead(single_token_id(tokenizer, data_args.yes_token, "--yes_token"),
@@ -143,6 +134,19 @@ def data_label(data_args: ClfDataArguments) -> str | None:
     """The data's name in a default run name: --data_name, else the first given file's stem."""
     path = data_args.train_file or data_args.eval_file or data_args.predict_file
     return data_args.data_name or (os.path.splitext(os.path.basename(path))[0] if path else None)
+
+
+def check_inputs(data_args: ClfDataArguments, run: Any) -> tuple[str, str, dict[str, list[Record]]]:
+    """(model dir or name, run dir, records): the checks that need no heavy import.
+
+    `run` holds the Trainer flags: `EarlyTrainingFlags` before the heavy imports, else the full arguments.
+    An evaluation/prediction-only run may write beside a finished one (under new file names).
+    """
+    model_dir = model_folder_or_name(data_args.mount_dir, data_args.model_pretrain_name)
+    check_model_source(model_dir, "--model_pretrain_name")
+    run_dir = run_path(data_args.mount_dir, data_args.training_run_name or default_run_name(data_label(data_args), model_dir))
+    check_output_dir(run_dir, run.overwrite_output_dir, run.no_train or bool(run.resume_from_checkpoint))
+    return model_dir, run_dir, load_records(data_args, train=not run.no_train)
 
 
 def load_records(data_args: ClfDataArguments, train: bool) -> dict[str, list[Record]]:
@@ -208,9 +212,11 @@ class YesNoHead:
         examples of the step, and k micro-batches give the loss and gradient of one batch k times
         larger (HF #36331, #37766). Without it (evaluation) the batch mean.
         """
+        import torch
+
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
         targets = labels.reshape(-1).to(device=logits.device, dtype=torch.float32)
-        total = F.binary_cross_entropy_with_logits(self.margin(logits), targets, reduction="sum")
+        total = torch.nn.functional.binary_cross_entropy_with_logits(self.margin(logits), targets, reduction="sum")
         if num_items_in_batch is None:
             num_items_in_batch = targets.numel()
         if torch.is_tensor(num_items_in_batch):
@@ -219,6 +225,8 @@ class YesNoHead:
 
     def scores(self, logits: Any, labels: Any = None) -> torch.Tensor:
         """The score of each example (batch,); `logits` may come with the encoder's states in a tuple."""
+        import torch
+
         return torch.sigmoid(self.margin(logits[0] if isinstance(logits, tuple) else logits))
 
 
@@ -231,6 +239,8 @@ class YesNoCollator:
     decoder_start_token_id: int
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        import torch
+
         width = max(len(f["input_ids"]) for f in features)
         input_ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros_like(input_ids)
@@ -247,10 +257,11 @@ class YesNoCollator:
         return batch
 
 
-def build_trainer(model: Any, tokenizer: Any, training_args: MountRunArguments, head: YesNoHead,
+def build_trainer(model: Any, tokenizer: Any, training_args: Any, head: YesNoHead,
                   train: list[dict[str, Any]] | None, eval_features: list[dict[str, Any]] | None) -> Any:
     from metrics import compute_soft_label_metrics
     from scoring import ExactSeq2SeqTrainer
+    from training import finite_loss, use_t5_adafactor
 
     trainer = ExactSeq2SeqTrainer(
         model=model, args=training_args, train_dataset=train, eval_dataset=eval_features,
@@ -266,6 +277,8 @@ def write_outputs(run_dir: str, records: dict[str, list[Record]], scores: dict[s
                   results: dict[str, Any], arg_objects: tuple, argv: list[str] | None) -> None:
     """Predictions (each record plus `score`), the reliability diagram, provenance, the loss curve and the
     results. A run without training may sit beside a finished one, so its files take new names."""
+    from training import plot_loss_curve, write_provenance
+
     trained = "train" in records
     place = (lambda path: path) if trained else unique_path
     for split, split_scores in scores.items():

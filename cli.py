@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import os
 import sys
-from typing import Any, Callable, Sequence
+import typing
+from typing import Any, Callable, Optional, Sequence
 
 
 class UserError(Exception):
@@ -180,3 +183,108 @@ def _list_fields(dataclass_types: Sequence[type]) -> frozenset[str]:
             if typing.get_origin(hints.get(f.name)) is list or any(typing.get_origin(k) is list for k in kinds):
                 names.add(f.name)
     return frozenset(names)
+
+
+# --- Early checks: before the heavy imports --------------------------------------------------------
+#
+# Importing transformers and torch takes 3-8 s. The scripts first parse their own (light) argument
+# groups with `light_parse` and check flags, paths and data files, so that a mistake is reported in
+# well under a second; the full HfArgumentParser parse then reads every flag again.
+
+
+def check_fp16(fp16: bool, allow_fp16: bool) -> None:
+    if fp16 and not allow_fp16:
+        raise UserError(
+            "--fp16: T5's activations overflow float16 and training diverges (HF #5651, #14531; nanoT5: all its "
+            "fp16 runs diverged); use --bf16 or fp32, or pass --allow_fp16 to force it"
+        )
+
+
+def check_resume_flag(resume_from_checkpoint: Any) -> None:
+    if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint not in ("True", "true", "auto"):
+        if not os.path.isdir(resume_from_checkpoint):
+            raise UserError(f"--resume_from_checkpoint {resume_from_checkpoint}: no such checkpoint directory")
+
+
+@dataclasses.dataclass
+class EarlyTrainingFlags:
+    """The Trainer flags the scripts check before the heavy imports (same names and defaults as
+    `training.ToolkitTrainingArguments`, which parses them again with all the others)."""
+
+    output_dir: Optional[str] = None
+    overwrite_output_dir: bool = False
+    no_train: bool = False
+    resume_from_checkpoint: Optional[str] = None
+    do_predict: bool = False
+    max_steps: int = -1
+    fp16: bool = False
+    allow_fp16: bool = False
+
+    def __post_init__(self) -> None:
+        check_fp16(self.fp16, self.allow_fp16)
+        check_resume_flag(self.resume_from_checkpoint)
+
+
+def string_to_bool(value: Any) -> bool:
+    """A bool flag's value, read as HfArgumentParser reads it."""
+    if isinstance(value, bool):
+        return value
+    if value.lower() in ("yes", "true", "t", "y", "1"):
+        return True
+    if value.lower() in ("no", "false", "f", "n", "0"):
+        return False
+    raise argparse.ArgumentTypeError(
+        f"Truthy value expected: got {value} but expected one of yes/no, true/false, t/f, y/n, 1/0 (case insensitive)."
+    )
+
+
+class _LightParser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:
+        raise UserError(message)
+
+
+def light_parse(dataclass_types: Sequence[type], argv: Sequence[str] | None) -> tuple | None:
+    """Instances of light (stdlib-only) argument dataclasses from the command line, or None to defer.
+
+    Reads the dataclasses' str/int/float/bool fields as HfArgumentParser would (same flag spellings,
+    value types, errors and `__post_init__` checks) and leaves every other flag to the full parse.
+    Defers (None) on --help and when a required flag may have been given abbreviated: abbreviations
+    resolve against the full set of flags, which only the full parse knows.
+    """
+    args = _bare_optional_bool_flags(expand_argv(argv, _list_fields(dataclass_types)), dataclass_types)
+    if "-h" in args or "--help" in args:
+        return None
+    parser = _LightParser(add_help=False, allow_abbrev=False)
+    required: list[tuple[str, list[str]]] = []
+    for cls in dataclass_types:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            kind = _scalar_type(hints[f.name])
+            if not f.init or kind is None:
+                continue
+            names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+            names += list(f.metadata.get("aliases", []))
+            if kind is bool:
+                parser.add_argument(*names, dest=f.name, type=string_to_bool, nargs="?", const=True, default=argparse.SUPPRESS)
+                if f.default is True:
+                    parser.add_argument(f"--no_{f.name}", f"--no-{f.name.replace('_', '-')}", dest=f.name,
+                                        action="store_false", default=argparse.SUPPRESS)
+            else:
+                parser.add_argument(*names, dest=f.name, type=kind, default=argparse.SUPPRESS)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                required.append((f.name, names[:2]))
+    values, unknown = parser.parse_known_args(args)
+    missing = [names for name, names in required if not hasattr(values, name)]
+    if missing:
+        given = [token.split("=", 1)[0] for token in unknown if token.startswith("--")]
+        if any(name.startswith(token) for names in missing for name in names for token in given):
+            return None
+        raise UserError(f"the following arguments are required: {', '.join('/'.join(names) for names in missing)}")
+    found = vars(values)
+    return tuple(cls(**{f.name: found[f.name] for f in dataclasses.fields(cls) if f.name in found}) for cls in dataclass_types)
+
+
+def _scalar_type(hint: Any) -> type | None:
+    """str, int, float or bool for a (possibly Optional) scalar field; None for anything else."""
+    kinds = [k for k in typing.get_args(hint) if k is not type(None)] if typing.get_args(hint) else [hint]
+    return kinds[0] if len(kinds) == 1 and kinds[0] in (str, int, float, bool) else None

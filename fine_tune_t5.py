@@ -16,24 +16,16 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any
 
-from cli import UserError, parse_args, run_main
-from training import (
-    FINISHED_MARKER,
-    check_output_dir,
-    finite_loss,
-    plot_loss_curve,
-    run_training,
-    setup_logging,
-    unique_path,
-    T5FineTuningArguments,
-    token_weighted_cross_entropy,
-    use_t5_adafactor,
-    write_json_atomic,
-    write_provenance,
-    write_text_atomic,
-)
+# Only light modules here: flags and data are checked before transformers and torch are imported.
+from cli import EarlyTrainingFlags, UserError, light_parse, parse_args, run_main
+from modeling import check_model_source
+from outputs import FINISHED_MARKER, check_output_dir, unique_path, write_json_atomic, write_text_atomic
+from tasks import LocalSplits, get_task, load_task_splits, read_local_splits
+
+if TYPE_CHECKING:
+    from training import FineTuningArguments
 
 logger = logging.getLogger("fine_tune_t5")
 
@@ -83,49 +75,25 @@ class ModelArguments:
     dropout_rate: float | None = field(default=None, metadata={"help": "Override the checkpoint's dropout (T5 fine-tuned with 0.1)."})
 
 
-@dataclass
-class FineTuningArguments(T5FineTuningArguments):
-    """Trainer arguments with T5's fine-tuning defaults (see T5FineTuningArguments).
-    `metric_for_best_model` defaults to the task's `metric_to_optimize`; `load_best_model_at_end`
-    defaults to on when evaluation and saving share a schedule."""
-
-    load_best_model_at_end: Optional[bool] = field(default=None, metadata={"help": "Reload the best checkpoint (by metric_for_best_model) at the end. Default: on when eval and save strategies match."})
-
-    def __post_init__(self) -> None:
-        if self.load_best_model_at_end is None:
-            strategies_match = self.eval_strategy != "no" and self.save_strategy == self.eval_strategy
-            eval_every = self.eval_steps or self.logging_steps  # the parent fills eval_steps from logging_steps
-            steps_match = self.eval_strategy != "steps" or self.save_steps % eval_every == 0
-            self.load_best_model_at_end = strategies_match and steps_match
-        task_default = self.metric_for_best_model is None
-        super().__post_init__()
-        if task_default:  # the parent put "loss" here; the script sets the task's metric instead
-            self.metric_for_best_model = None
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    # Arguments and task.
-    task_args, model_args, training_args = parse_args((TaskArguments, ModelArguments, FineTuningArguments), argv, __doc__)
-    setup_logging(training_args)
-    from tasks import get_task, load_task_splits
+    # Flags, task, paths and local data files first, before the heavy imports: a mistake is reported in about a second.
+    early = light_parse((TaskArguments, ModelArguments, EarlyTrainingFlags), argv)
+    checked = check_inputs(*early) if early else None
 
-    entry = get_task(task_args.benchmark, task_args.dataset_name)
-    check_output_dir(training_args.output_dir, training_args.overwrite_output_dir,
-                     training_args.no_train or bool(training_args.resume_from_checkpoint))
-    mode = resolve_eval_mode(entry, task_args.eval_mode)
-    roles = [r for r in ("train", "validation", "test") if r in entry["splits"] and wanted(r, training_args)]
-    if not roles:
-        raise UserError(f"task {entry['name']}: nothing to do; it has only {', '.join(entry['splits'])} splits (use --do_predict)")
+    from transformers import DataCollatorForSeq2Seq, set_seed
+
+    from modeling import fit_embeddings_to_tokenizer, load_model, load_tokenizer
+    from training import FineTuningArguments, run_training, setup_logging, use_t5_adafactor
+
+    task_args, model_args, training_args = parse_args((TaskArguments, ModelArguments, FineTuningArguments), argv, __doc__)
+    entry, mode, roles, local = checked or check_inputs(task_args, model_args, training_args)
+    setup_logging(training_args)
 
     # Data.
     raw = load_task_splits(
         entry, dataset_dir=task_args.dataset_dir, train_file=task_args.train_file,
-        validation_file=task_args.validation_file, test_file=task_args.test_file, roles=roles,
+        validation_file=task_args.validation_file, test_file=task_args.test_file, roles=roles, local=local,
     )
-    from transformers import DataCollatorForSeq2Seq, set_seed
-
-    from modeling import fit_embeddings_to_tokenizer, load_model, load_tokenizer
-
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.model_name_or_path,
                                "--tokenizer_name" if model_args.tokenizer_name else "--model_name_or_path")
@@ -225,6 +193,25 @@ def search_hyperparameters(trainer: Any, model_init: Any, trials: int) -> dict[s
     return {"objective": best.objective, **best.hyperparameters}
 
 
+def check_inputs(task_args: TaskArguments, model_args: ModelArguments, run: Any) -> tuple[Any, str, list[str], LocalSplits]:
+    """(task entry, eval mode, split roles, local splits): the checks that need no heavy import.
+
+    `run` holds the Trainer flags: `EarlyTrainingFlags` before the heavy imports, else the full arguments.
+    """
+    entry = get_task(task_args.benchmark, task_args.dataset_name)
+    check_output_dir(run.output_dir or "trainer_output", run.overwrite_output_dir, run.no_train or bool(run.resume_from_checkpoint))
+    mode = resolve_eval_mode(entry, task_args.eval_mode)
+    roles = [r for r in ("train", "validation", "test") if r in entry["splits"] and wanted(r, run)]
+    if not roles:
+        raise UserError(f"task {entry['name']}: nothing to do; it has only {', '.join(entry['splits'])} splits (use --do_predict)")
+    check_model_source(model_args.model_name_or_path, "--model_name_or_path")
+    if model_args.tokenizer_name:
+        check_model_source(model_args.tokenizer_name, "--tokenizer_name", needs_config=False)
+    local = read_local_splits(entry, dataset_dir=task_args.dataset_dir, train_file=task_args.train_file,
+                              validation_file=task_args.validation_file, test_file=task_args.test_file, roles=roles)
+    return entry, mode, roles, local
+
+
 def resolve_eval_mode(entry: Any, mode: str) -> str:
     if mode == "auto":
         return "score" if entry["labels"] else "generate"
@@ -233,7 +220,7 @@ def resolve_eval_mode(entry: Any, mode: str) -> str:
     return mode
 
 
-def wanted(role: str, training_args: FineTuningArguments) -> bool:
+def wanted(role: str, training_args: Any) -> bool:
     return {"train": not training_args.no_train, "validation": True, "test": training_args.do_predict}[role]
 
 
@@ -301,6 +288,7 @@ def build_trainer(mode: str, entry: Any, model: Any, tokenizer: Any, training_ar
                   task_args: TaskArguments, train: Any, evals: dict[str, Any], collator: Any) -> Any:
     from metrics import build_compute_metrics, build_scoring_compute_metrics
     from scoring import ExactSeq2SeqTrainer, LabelScoringTrainer, label_token_ids
+    from training import finite_loss, token_weighted_cross_entropy
 
     eval_dataset = next(iter(evals.values())) if len(evals) == 1 else (evals or None)
     common = dict(model=model, args=training_args, train_dataset=train, eval_dataset=eval_dataset,
@@ -340,6 +328,7 @@ def write_outputs(output_dir: str, entry: Any, splits: dict[str, Any], predictio
     (`SST-2-1.tsv`, `eval_results.json`) and replace none.
     """
     from tasks import submission_value
+    from training import plot_loss_curve, write_provenance
 
     no_train = arg_objects[-1].no_train
     place = (lambda name: unique_path(os.path.join(output_dir, name))) if no_train else (lambda name: os.path.join(output_dir, name))

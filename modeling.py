@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 from typing import Any, Iterable, Iterator
 
@@ -75,6 +76,26 @@ def save_tokenizer(tokenizer: Any, output_dir: str) -> None:
     if model_bytes is not None:
         with open(os.path.join(output_dir, "spiece.model"), "wb") as f:
             f.write(model_bytes)
+
+
+_HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")  # name or org/name
+
+
+def check_model_source(name: str, flag: str, needs_config: bool = True) -> None:
+    """Checks that need no download and no heavy import, run before transformers is imported.
+
+    A local directory must hold a saved model (config.json) when `needs_config`; a path that does
+    not exist must at least look like a Hub name (`name` or `org/name`), whose loading is tried, and
+    its failure reported, when the model is loaded.
+    """
+    if os.path.isdir(name):
+        if needs_config and not os.path.isfile(os.path.join(name, "config.json")):
+            raise UserError(f"{flag} {name!r}: the directory holds no config.json; give a saved model's directory or a Hub name")
+        return
+    if os.path.exists(name):
+        raise UserError(f"{flag} {name!r}: is a file; give a saved model's directory or a Hub name")
+    if not _HUB_NAME.fullmatch(name):
+        raise UserError(f"{flag} {name!r}: no such local directory, and not a Hub name (org/name)")
 
 
 def _offline() -> bool:

@@ -15,23 +15,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from cli import UserError, parse_args, run_main
-from corpus import find_corpus_files, load_raw_corpus, split_off_validation, tokenize_and_pack
+# Only light modules here: flags and data are checked before transformers and torch are imported.
+from cli import EarlyTrainingFlags, UserError, light_parse, parse_args, run_main
+from corpus import CorpusFiles, find_corpus_files, load_raw_corpus, split_off_validation, tokenize_and_pack
 from data_collators import T5DataCollator, compute_input_and_target_lengths
-from training import (
-    FINISHED_MARKER,
-    check_output_dir,
-    finite_loss,
-    plot_loss_curve,
-    run_training,
-    setup_logging,
-    unique_path,
-    token_weighted_cross_entropy,
-    ToolkitTrainingArguments,
-    use_t5_adafactor,
-    write_json_atomic,
-    write_provenance,
-)
+from modeling import check_model_source
+from outputs import FINISHED_MARKER, check_output_dir, unique_path, write_json_atomic
 
 logger = logging.getLogger("pre_train_t5")
 
@@ -91,32 +80,6 @@ class DataArguments:
             raise UserError(f"--max_seq_length {self.max_seq_length}: must be at least 4")
         if not 0.0 < self.validation_split_percentage < 100.0:
             raise UserError(f"--validation_split_percentage {self.validation_split_percentage}: must lie in (0, 100)")
-
-
-# T5's schedule: lr = 0.01 * 1 / sqrt(max(step, 10k)). transformers' inverse_sqrt with timescale 10k
-# gives 0.01 * sqrt(10k / (step + 10k - warmup)): the same decay past 10k steps, a gentle one before.
-T5_INVERSE_SQRT = {"timescale": 10000}
-
-
-@dataclass
-class PreTrainingArguments(ToolkitTrainingArguments):
-    """Trainer arguments with pre-training defaults (changed from the Trainer's: optim adafactor,
-    learning_rate 1e-2, lr_scheduler_type inverse_sqrt with timescale 10k, warmup_steps 0.01 of the
-    run, i.e. T5's Adafactor recipe; remove_unused_columns False; plain AdamW at T5's learning rates diverges)."""
-
-    optim: str = field(default="adafactor", metadata={"help": "Optimizer (pre-training default: adafactor, without relative steps or parameter scaling)."})
-    learning_rate: float = field(default=1e-2, metadata={"help": "Peak learning rate (pre-training default: 1e-2 as in T5)."})
-    lr_scheduler_type: str = field(default="inverse_sqrt", metadata={"help": "Schedule (pre-training default: inverse_sqrt, T5's)."})
-    warmup_steps: float = field(default=0.01, metadata={"help": "Linear warm-up: steps, or a ratio of the run when below 1 (pre-training default: 0.01)."})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep dataset columns the model does not take (pre-training default: False; the collator reads row_id)."})
-    lr_scheduler_kwargs: dict | str | None = field(
-        default_factory=lambda: dict(T5_INVERSE_SQRT), metadata={"help": "Scheduler options as JSON (pre-training default for inverse_sqrt: {\"timescale\": 10000})."}
-    )
-
-    def __post_init__(self) -> None:
-        if self.lr_scheduler_type != "inverse_sqrt" and self.lr_scheduler_kwargs == T5_INVERSE_SQRT:
-            self.lr_scheduler_kwargs = {}  # our default belongs to inverse_sqrt only
-        super().__post_init__()
 
 
 def get_tokenizer(model_args: ModelArguments, train_split: Any, text_column: str, seed: int) -> Any:
@@ -186,18 +149,26 @@ def log_examples(collator: T5DataCollator, rows: Any, tokenizer: Any, source: st
         logger.info("example %d labels: %s", i, tokenizer.decode(batch["labels"][i]))
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    # Arguments: everything a user can get wrong is checked before the model is built.
-    model_args, data_args, training_args = parse_args((ModelArguments, DataArguments, PreTrainingArguments), argv, __doc__)
-    setup_logging(training_args)
-    check_output_dir(training_args.output_dir, training_args.overwrite_output_dir,
-                     training_args.no_train or bool(training_args.resume_from_checkpoint))
-    files = find_corpus_files(data_args.train_file, data_args.validation_file, data_args.data_dir)
-    if data_args.streaming and training_args.max_steps <= 0:
-        raise UserError("--streaming needs --max_steps: a streamed corpus has no length to count epochs by")
+def main(argv: list[str] | None = None, callbacks: list[Any] | None = None) -> dict[str, float]:
+    """Run pre-training; `callbacks` are extra `TrainerCallback`s (bench/pretrain_throughput.py times steps with one)."""
+    # Flags, paths and corpus files first, before the heavy imports: a mistake is reported in about a second.
+    early = light_parse((ModelArguments, DataArguments, EarlyTrainingFlags), argv)
+    files = check_inputs(*early) if early else None
 
     from transformers import Seq2SeqTrainer, set_seed
 
+    from training import (
+        PreTrainingArguments,
+        finite_loss,
+        setup_logging,
+        token_weighted_cross_entropy,
+        use_t5_adafactor,
+    )
+
+    model_args, data_args, training_args = parse_args((ModelArguments, DataArguments, PreTrainingArguments), argv, __doc__)
+    if early is None:  # --help, or flags the light parse left to the full one
+        files = check_inputs(model_args, data_args, training_args)
+    setup_logging(training_args)
     set_seed(training_args.seed)
 
     # Data, tokenizer and model.
@@ -242,9 +213,25 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         compute_loss_func=finite_loss(token_weighted_cross_entropy),
         compute_metrics=compute_metrics,
         preprocess_logits_for_metrics=argmax,
+        callbacks=callbacks,
     )
     use_t5_adafactor(trainer)
     return run_and_report(trainer, training_args, (model_args, data_args, training_args), argv)
+
+
+def check_inputs(model_args: ModelArguments, data_args: DataArguments, run: Any) -> CorpusFiles | None:
+    """The checks that need no heavy import: output dir, flag combinations, model paths, corpus files.
+
+    `run` holds the Trainer flags: `EarlyTrainingFlags` before the heavy imports, else the full arguments.
+    """
+    check_output_dir(run.output_dir or "trainer_output", run.overwrite_output_dir, run.no_train or bool(run.resume_from_checkpoint))
+    if data_args.streaming and run.max_steps <= 0:
+        raise UserError("--streaming needs --max_steps: a streamed corpus has no length to count epochs by")
+    for flag in ("--model_name_or_path", "--config_name", "--tokenizer_name"):
+        name = getattr(model_args, flag[2:])
+        if name:
+            check_model_source(name, flag, needs_config=flag != "--tokenizer_name")
+    return find_corpus_files(data_args.train_file, data_args.validation_file, data_args.data_dir)
 
 
 def _limit(rows: Any, count: int | None) -> Any:
@@ -258,9 +245,10 @@ def _check_rows(rows: Any, split: str, source: str, row_length: int) -> None:
         raise UserError(f"{source}: the {split} text is shorter than one row of {row_length} tokens; give more text or a shorter --max_seq_length")
 
 
-def run_and_report(trainer: Any, training_args: PreTrainingArguments, arg_objects: tuple, argv: list[str] | None) -> dict[str, float]:
+def run_and_report(trainer: Any, training_args: Any, arg_objects: tuple, argv: list[str] | None) -> dict[str, float]:
     """Train (if asked), evaluate, save model, tokenizer, results, provenance and the loss curve."""
     from modeling import save_tokenizer
+    from training import plot_loss_curve, run_training, write_provenance
 
     output_dir = training_args.output_dir
     results: dict[str, float] = {}

@@ -89,3 +89,28 @@ class LabelScoringTrainer(ExactSeq2SeqTrainer):
                 self.candidates, self.length_normalize,
             )
         return loss, scores, labels
+
+
+class SamplingSeq2SeqTrainer(Seq2SeqTrainer):
+    """A Seq2SeqTrainer whose evaluation adds sampled-completion metrics to the eval loss (seq2seq.py).
+
+    `sampler` (seq2seq.CompletionSampler) has the eval `records`, an `evaluate(trainer)` that samples
+    and scores them, and keeps the merged metrics in `last_metrics`.
+
+    `evaluation_loop` computes the loss as usual, then samples; the metrics are merged before the
+    Trainer logs them, so W&B, callbacks and `metric_for_best_model` see `eval_exact_match` etc.
+    """
+
+    def __init__(self, *args: Any, sampler: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sampler = sampler
+
+    def evaluation_loop(self, dataloader: Any, description: str, prediction_loss_only: bool | None = None,
+                        ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval") -> Any:
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only=True,
+                                         ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        if metric_key_prefix == "eval" and self.sampler.records:
+            sampled = self.sampler.evaluate(self)
+            output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in sampled.items()})
+            self.sampler.last_metrics = dict(output.metrics)
+        return output

@@ -18,24 +18,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from transformers import Seq2SeqTrainer
-
-from cli import UserError, parse_args, run_main
+# Only light modules here: flags and data are checked before transformers and torch are imported.
+from cli import EarlyTrainingFlags, UserError, light_parse, parse_args, run_main
+from modeling import check_model_source
+from outputs import FINISHED_MARKER, check_output_dir, unique_path, write_json_atomic
 from records import Record, default_run_name, is_string, load_run_records, model_path, run_path
-from training import (
-    FINISHED_MARKER,
-    check_output_dir,
-    finite_loss,
-    MountRunArguments,
-    plot_loss_curve,
-    run_training,
-    setup_logging,
-    token_weighted_cross_entropy,
-    unique_path,
-    use_t5_adafactor,
-    write_json_atomic,
-    write_provenance,
-)
 
 logger = logging.getLogger("seq2seq")
 
@@ -71,23 +58,33 @@ class Seq2SeqDataArguments:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    # Arguments, paths, records: every user mistake is found here, before anything is written.
-    data_args, training_args = parse_args((Seq2SeqDataArguments, MountRunArguments), argv, __doc__)
-    setup_logging(training_args)
-    model_dir = model_path(data_args.mount_dir, data_args.model_init_name, data_args.model_init_path, "--model_init_name", "--model_init_path")
-    run_name = data_args.training_run_name or default_run_name(data_args.data_name, model_dir)
-    training_args.output_dir = run_path(data_args.mount_dir, run_name)
-    check_output_dir(training_args.output_dir, training_args.overwrite_output_dir, training_args.no_train or bool(training_args.resume_from_checkpoint))
-    records = load_run_records(data_args.mount_dir, data_args.data_name, data_args.train_file, data_args.eval_file,
-                               data_args.predict_file, not training_args.no_train, PROMPT_COMPLETION, {"prompt": is_string})
-    to_predict = records.pop("predict", [])
+    # Flags, paths and records first, before the heavy imports: a mistake is reported in about a second,
+    # before anything is written.
+    early = light_parse((Seq2SeqDataArguments, EarlyTrainingFlags), argv)
+    checked = check_inputs(*early) if early else None
 
-    # Tokenizer and model.
     from transformers import DataCollatorForSeq2Seq, set_seed
 
     from data_collators import PaddingCounter
     from modeling import fit_embeddings_to_tokenizer, load_model, load_tokenizer
+    from scoring import SamplingSeq2SeqTrainer
+    from training import (
+        MountRunArguments,
+        finite_loss,
+        plot_loss_curve,
+        run_training,
+        setup_logging,
+        token_weighted_cross_entropy,
+        use_t5_adafactor,
+        write_provenance,
+    )
 
+    data_args, training_args = parse_args((Seq2SeqDataArguments, MountRunArguments), argv, __doc__)
+    model_dir, training_args.output_dir, records = checked or check_inputs(data_args, training_args)
+    setup_logging(training_args)
+    to_predict = records.pop("predict", [])
+
+    # Tokenizer and model.
     set_seed(training_args.seed)
     flag = "--model_init_name" if data_args.model_init_name else "--model_init_path"
     tokenizer = load_tokenizer(model_dir, flag)
@@ -130,6 +127,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         shown = {k: round(v, 2) for k, v in results.items() if k.startswith("eval_") and isinstance(v, float)}
         print(f"{shown}; outputs in {out}")
     return results
+
+
+def check_inputs(data_args: Seq2SeqDataArguments, run: Any) -> tuple[str, str, dict[str, list[Record]]]:
+    """(model dir or name, run dir, records): the checks that need no heavy import.
+
+    `run` holds the Trainer flags: `EarlyTrainingFlags` before the heavy imports, else the full arguments.
+    """
+    model_dir = model_path(data_args.mount_dir, data_args.model_init_name, data_args.model_init_path, "--model_init_name", "--model_init_path")
+    check_model_source(model_dir, "--model_init_name" if data_args.model_init_name else "--model_init_path")
+    run_dir = run_path(data_args.mount_dir, data_args.training_run_name or default_run_name(data_args.data_name, model_dir))
+    check_output_dir(run_dir, run.overwrite_output_dir, run.no_train or bool(run.resume_from_checkpoint))
+    records = load_run_records(data_args.mount_dir, data_args.data_name, data_args.train_file, data_args.eval_file,
+                               data_args.predict_file, not run.no_train, PROMPT_COMPLETION, {"prompt": is_string})
+    return model_dir, run_dir, records
 
 
 def tokenize_records(rows: Sequence[Record], tokenizer: Any, data_args: Seq2SeqDataArguments, split: str) -> Any:
@@ -234,28 +245,6 @@ class CompletionSampler:
         if trainer.is_world_process_zero():
             write_json_atomic(path, [{**record, "samples": s} for record, s in zip(records, samples)])
         return path
-
-
-class SamplingSeq2SeqTrainer(Seq2SeqTrainer):
-    """A Seq2SeqTrainer whose evaluation adds sampled-completion metrics to the eval loss.
-
-    `evaluation_loop` computes the loss as usual, then samples; the metrics are merged before the
-    Trainer logs them, so W&B, callbacks and `metric_for_best_model` see `eval_exact_match` etc.
-    """
-
-    def __init__(self, *args: Any, sampler: CompletionSampler, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.sampler = sampler
-
-    def evaluation_loop(self, dataloader: Any, description: str, prediction_loss_only: bool | None = None,
-                        ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval") -> Any:
-        output = super().evaluation_loop(dataloader, description, prediction_loss_only=True,
-                                         ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
-        if metric_key_prefix == "eval" and self.sampler.records:
-            sampled = self.sampler.evaluate(self)
-            output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in sampled.items()})
-            self.sampler.last_metrics = dict(output.metrics)
-        return output
 
 
 if __name__ == "__main__":

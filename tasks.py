@@ -19,6 +19,7 @@ import json
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -137,6 +138,7 @@ def load_task_splits(
     test_file: str | Path | None = None,
     cache_dir: str | None = None,
     roles: Sequence[str] | None = None,
+    local: LocalSplits | None = None,
 ) -> datasets.DatasetDict:
     """The task's splits, keyed by Hub split name, with Hub column names and types.
 
@@ -146,36 +148,21 @@ def load_task_splits(
     Hub repository layout (`DIR/sst2/train-00000-of-00001.parquet`) or the original benchmark files
     (`DIR/SST-2/train.tsv`, `DIR/BoolQ/val.jsonl`); else, when no file was given at all, the Hub
     (`datasets.load_dataset(hub_path, hub_config)`) or, for a generated task, its generator.
+    `local` is `read_local_splits`' result for the same arguments, when the caller read the files first.
     """
     import datasets  # here, not at the top: scripts' `--help` stays fast
 
-    roles = list(roles or entry["splits"])
-    files = {"train": train_file, "validation": validation_file, "test": test_file}
-    for role in roles + [role for role, file in files.items() if file]:
-        if role not in entry["splits"]:
-            raise UserError(f"task {entry['name']} has no {role} split; it has: {', '.join(entry['splits'])}")
-
-    if dataset_dir is not None and not Path(dataset_dir).is_dir():
-        raise UserError(f"dataset directory {dataset_dir} does not exist")
-    splits: dict[str, datasets.Dataset] = {}
-    rest: dict[str, bool] = {}  # split name -> is a test split, still to load from the Hub or generator
-    for role in roles:
-        is_test = role == "test"
-        if files[role]:
-            splits[entry["splits"][role][0]] = _load_files(entry, [Path(files[role])], is_test)
-        elif dataset_dir is not None:
-            for name in entry["splits"][role]:
-                paths = _find_split_files(entry, name, Path(dataset_dir))
-                splits[name] = _load_files(entry, paths, is_test, entry["tsv_headerless"].get(name))
-        elif not any(files.values()):
-            rest.update({name: is_test for name in entry["splits"][role]})
-
+    if local is None:
+        local = read_local_splits(entry, dataset_dir=dataset_dir, train_file=train_file, validation_file=validation_file,
+                                  test_file=test_file, roles=roles)
+    splits = {name: _as_dataset(entry, columns) for name, columns in local.columns.items()}
+    rest = local.rest
     if rest and entry["generator"]:
         generated = generate_toy_splits(entry["generator"])
         text_column, label_column = entry["text_columns"][0], entry["label_column_name"]
         for name, is_test in rest.items():  # as `write_toy_benchmark` writes it: no test labels
             rows = [{text_column: s, **({} if is_test else {label_column: y})} for s, y in generated[name]]
-            splits[name] = _to_dataset(entry, Path("<generated>"), rows, list(rows[0]), None, is_test)
+            splits[name] = _as_dataset(entry, _validated_columns(entry, Path("<generated>"), rows, list(rows[0]), None, is_test))
     elif rest:
         if entry["hub_path"] is None:
             raise UserError(f"task {entry['name']} has no Hub copy; pass a dataset directory or files")
@@ -192,6 +179,49 @@ def load_task_splits(
                 raise UserError(f"{source}: split {name!r} is missing or empty")
             splits[name] = hub[name]
     return datasets.DatasetDict(splits)
+
+
+@dataclass
+class LocalSplits:
+    """The splits read from local files (split name -> validated columns) and those still to load
+    from the Hub or the task's generator (split name -> is a test split)."""
+
+    columns: dict[str, dict[str, list[Any]]]
+    rest: dict[str, bool]
+
+
+def read_local_splits(
+    entry: Entry,
+    *,
+    dataset_dir: str | Path | None = None,
+    train_file: str | Path | None = None,
+    validation_file: str | Path | None = None,
+    test_file: str | Path | None = None,
+    roles: Sequence[str] | None = None,
+) -> LocalSplits:
+    """Read and validate every local file `load_task_splits` would use; no heavy import (the scripts
+    call this before importing transformers, so a broken file is reported in about a second)."""
+    roles = list(roles or entry["splits"])
+    files = {"train": train_file, "validation": validation_file, "test": test_file}
+    for role in roles + [role for role, file in files.items() if file]:
+        if role not in entry["splits"]:
+            raise UserError(f"task {entry['name']} has no {role} split; it has: {', '.join(entry['splits'])}")
+
+    if dataset_dir is not None and not Path(dataset_dir).is_dir():
+        raise UserError(f"dataset directory {dataset_dir} does not exist")
+    columns: dict[str, dict[str, list[Any]]] = {}
+    rest: dict[str, bool] = {}
+    for role in roles:
+        is_test = role == "test"
+        if files[role]:
+            columns[entry["splits"][role][0]] = _read_files(entry, [Path(files[role])], is_test)
+        elif dataset_dir is not None:
+            for name in entry["splits"][role]:
+                paths = _find_split_files(entry, name, Path(dataset_dir))
+                columns[name] = _read_files(entry, paths, is_test, entry["tsv_headerless"].get(name))
+        elif not any(files.values()):
+            rest.update({name: is_test for name in entry["splits"][role]})
+    return LocalSplits(columns, rest)
 
 
 def _find_split_files(entry: Entry, split: str, root: Path) -> list[Path]:
@@ -215,13 +245,15 @@ def _find_split_files(entry: Entry, split: str, root: Path) -> list[Path]:
     raise UserError(f"dataset directory {root} has no {split!r} split; looked for: {', '.join(looked_for)}")
 
 
-def _load_files(
+def _read_files(
     entry: Entry, paths: Sequence[Path], is_test: bool, headerless: Sequence[str] | None = None
-) -> datasets.Dataset:
-    import datasets
-
-    parts = [_to_dataset(entry, path, *_read_file(path, headerless), is_test) for path in paths]
-    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+) -> dict[str, list[Any]]:
+    """The validated columns of one split, read from its file(s) (several: shards, concatenated)."""
+    columns: dict[str, list[Any]] = {}
+    for path in paths:
+        for name, values in _validated_columns(entry, path, *_read_file(path, headerless), is_test).items():
+            columns.setdefault(name, []).extend(values)
+    return columns
 
 
 def _read_file(
@@ -277,17 +309,15 @@ def _read_rows(
     raise UserError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .json, .jsonl or .parquet")
 
 
-def _to_dataset(
+def _validated_columns(
     entry: Entry,
     path: Path,
     rows: list[dict[str, Any]],
     columns: list[str],
     first_line: int | None,
     is_test: bool,
-) -> datasets.Dataset:
-    """Rows of any source -> a Dataset with the Hub's columns and types, validating every value."""
-    import datasets
-
+) -> dict[str, list[Any]]:
+    """Rows of any source -> the Hub's columns (text, label id or score, idx), validating every value."""
     if not rows:
         raise UserError(f"{path}: no records")
 
@@ -325,15 +355,22 @@ def _to_dataset(
     except (TypeError, ValueError) as error:
         raise UserError(f"{path}: column 'idx' must hold integers ({error})") from error
 
+    logger.info("read %d records from %s", len(rows), path)
+    return data
+
+
+def _as_dataset(entry: Entry, columns: dict[str, list[Any]]) -> datasets.Dataset:
+    """Validated columns -> a Dataset with the Hub's features (label names, or a float score)."""
+    import datasets
+
     label_feature = (
         datasets.ClassLabel(names=list(entry["labels"])) if entry["labels"] else datasets.Value("float32")
     )
     features = datasets.Features(
-        {**{c: datasets.Value("string") for c in entry["text_columns"]}, label_name: label_feature,
+        {**{c: datasets.Value("string") for c in entry["text_columns"]}, entry["label_column_name"]: label_feature,
          "idx": datasets.Value("int32")}
     )
-    logger.info("read %d records from %s", len(rows), path)
-    return datasets.Dataset.from_dict(data, features=features)
+    return datasets.Dataset.from_dict(columns, features=features)
 
 
 def _alternatives(entry: Entry, hub_column: str) -> str:

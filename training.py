@@ -1,17 +1,16 @@
-"""Training plumbing shared by the scripts: the shared Trainer arguments (precision policy, output-dir
-safety), the token-weighted loss that keeps gradient accumulation exact, logging, atomic result files,
+"""Training plumbing shared by the scripts (imported after their early input checks: it pulls in torch
+and transformers): the scripts' Trainer arguments (precision policy, T5 defaults), the token-weighted
+loss that keeps gradient accumulation exact, T5's Adafactor, preemption and NaN guards, logging,
 provenance and the loss-curve plot."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import re
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
@@ -19,13 +18,11 @@ import torch
 import torch.nn.functional as F
 from transformers import Seq2SeqTrainingArguments
 
-from cli import UserError
+from cli import UserError, check_fp16, check_resume_flag
+from outputs import PREEMPTED_EXIT_CODE, PREEMPTED_MARKER, write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
-FINISHED_MARKER = "all_results.json"  # written last by a finished training run
-PREEMPTED_MARKER = "PREEMPTED"  # written when a signal stopped the run after a checkpoint; job scripts requeue
-PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: try again later
 PACKAGES = ("torch", "transformers", "datasets", "accelerate", "tokenizers", "sentencepiece", "numpy", "deepspeed", "wandb")
 
 
@@ -65,11 +62,7 @@ class ToolkitTrainingArguments(Seq2SeqTrainingArguments):
 
     def __post_init__(self) -> None:
         # Decided before the parent's checks, which turn bf16 into accelerate's mixed_precision.
-        if self.fp16 and not self.allow_fp16:
-            raise UserError(
-                "--fp16: T5's activations overflow float16 and training diverges (HF #5651, #14531; nanoT5: all its "
-                "fp16 runs diverged); use --bf16 or fp32, or pass --allow_fp16 to force it"
-            )
+        check_fp16(self.fp16, self.allow_fp16)
         cuda = torch.cuda.is_available() and not self.use_cpu
         if self.bf16 is None:
             self.bf16 = bool(not self.fp16 and cuda and torch.cuda.is_bf16_supported())
@@ -86,9 +79,7 @@ class ToolkitTrainingArguments(Seq2SeqTrainingArguments):
             self.hub_token = None
             sys.argv[:] = redact_argv(sys.argv)
         check_reporting(self.report_to)
-        if isinstance(self.resume_from_checkpoint, str) and self.resume_from_checkpoint not in ("True", "true", "auto"):
-            if not os.path.isdir(self.resume_from_checkpoint):
-                raise UserError(f"--resume_from_checkpoint {self.resume_from_checkpoint}: no such checkpoint directory")
+        check_resume_flag(self.resume_from_checkpoint)
         if not cuda:
             self.dataloader_pin_memory = False  # pinning needs an accelerator; it only warns on a CPU
         super().__post_init__()
@@ -330,14 +321,50 @@ class MountRunArguments(T5FineTuningArguments):
         super().__post_init__()
 
 
-def unique_path(path: str) -> str:
-    """`path`, or `stem-1.ext`, `stem-2.ext`, ... if it exists: results are never overwritten."""
-    stem, ext = os.path.splitext(path)
-    candidate, n = path, 0
-    while os.path.exists(candidate):
-        n += 1
-        candidate = f"{stem}-{n}{ext}"
-    return candidate
+# T5's schedule: lr = 0.01 * 1 / sqrt(max(step, 10k)). transformers' inverse_sqrt with timescale 10k
+# gives 0.01 * sqrt(10k / (step + 10k - warmup)): the same decay past 10k steps, a gentle one before.
+T5_INVERSE_SQRT = {"timescale": 10000}
+
+
+@dataclass
+class PreTrainingArguments(ToolkitTrainingArguments):
+    """pre_train_t5.py's Trainer arguments, with pre-training defaults (changed from the Trainer's: optim adafactor,
+    learning_rate 1e-2, lr_scheduler_type inverse_sqrt with timescale 10k, warmup_steps 0.01 of the
+    run, i.e. T5's Adafactor recipe; remove_unused_columns False; plain AdamW at T5's learning rates diverges)."""
+
+    optim: str = field(default="adafactor", metadata={"help": "Optimizer (pre-training default: adafactor, without relative steps or parameter scaling)."})
+    learning_rate: float = field(default=1e-2, metadata={"help": "Peak learning rate (pre-training default: 1e-2 as in T5)."})
+    lr_scheduler_type: str = field(default="inverse_sqrt", metadata={"help": "Schedule (pre-training default: inverse_sqrt, T5's)."})
+    warmup_steps: float = field(default=0.01, metadata={"help": "Linear warm-up: steps, or a ratio of the run when below 1 (pre-training default: 0.01)."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep dataset columns the model does not take (pre-training default: False; the collator reads row_id)."})
+    lr_scheduler_kwargs: dict | str | None = field(
+        default_factory=lambda: dict(T5_INVERSE_SQRT), metadata={"help": "Scheduler options as JSON (pre-training default for inverse_sqrt: {\"timescale\": 10000})."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.lr_scheduler_type != "inverse_sqrt" and self.lr_scheduler_kwargs == T5_INVERSE_SQRT:
+            self.lr_scheduler_kwargs = {}  # our default belongs to inverse_sqrt only
+        super().__post_init__()
+
+
+@dataclass
+class FineTuningArguments(T5FineTuningArguments):
+    """fine_tune_t5.py's Trainer arguments, with T5's fine-tuning defaults (see T5FineTuningArguments).
+    `metric_for_best_model` defaults to the task's `metric_to_optimize`; `load_best_model_at_end`
+    defaults to on when evaluation and saving share a schedule."""
+
+    load_best_model_at_end: Optional[bool] = field(default=None, metadata={"help": "Reload the best checkpoint (by metric_for_best_model) at the end. Default: on when eval and save strategies match."})
+
+    def __post_init__(self) -> None:
+        if self.load_best_model_at_end is None:
+            strategies_match = self.eval_strategy != "no" and self.save_strategy == self.eval_strategy
+            eval_every = self.eval_steps or self.logging_steps  # the parent fills eval_steps from logging_steps
+            steps_match = self.eval_strategy != "steps" or self.save_steps % eval_every == 0
+            self.load_best_model_at_end = strategies_match and steps_match
+        task_default = self.metric_for_best_model is None
+        super().__post_init__()
+        if task_default:  # the parent put "loss" here; the script sets the task's metric instead
+            self.metric_for_best_model = None
 
 
 def _other_accelerator() -> bool:
@@ -380,40 +407,6 @@ def setup_logging(training_args: Any) -> None:
     transformers.utils.logging.set_verbosity(logging.WARNING)
     logging.getLogger("transformers.trainer").setLevel(level)  # keeps "***** Running training *****" and friends
     datasets.utils.logging.set_verbosity(logging.WARNING)
-
-
-def check_output_dir(output_dir: str, overwrite: bool, resuming: bool = False) -> None:
-    """Refuse to train into a finished run or below a regular file; creates nothing."""
-    path = os.path.abspath(output_dir)
-    probe = path
-    while probe and not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    if probe and os.path.exists(probe) and not os.path.isdir(probe):
-        raise UserError(f"--output_dir {output_dir}: {probe} is a file, not a directory; choose another output_dir")
-    if os.path.isfile(os.path.join(path, FINISHED_MARKER)) and not (overwrite or resuming):
-        raise UserError(
-            f"--output_dir {output_dir}: holds a finished run ({FINISHED_MARKER}); choose a new directory or pass "
-            "--overwrite_output_dir to replace it"
-        )
-
-
-def write_text_atomic(path: str, text: str) -> None:
-    """Write a file through a temporary file and a rename, so readers never see half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_json_atomic(path: str, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 _SECRET_KEY = re.compile(r"(^|_)(token|api_key|key|secret|password|passwd)$", re.IGNORECASE)

@@ -6,7 +6,10 @@ Every case is a real command line (`python <script>.py ...`, cwd the repository 
 must exit with code 2 and print exactly one non-empty line on stderr: `error: ` followed by a message
 that names the file, record, field or flag involved (a regex per case), and no traceback. The case's
 output directory or run folder must not exist afterwards; a finished run it was pointed at must be
-byte-for-byte unchanged. The commands run two at a time in setUpClass (each costs ~5 s of imports).
+byte-for-byte unchanged. And the mistake must be found before the heavy imports (`-X importtime`
+shows no torch, transformers or datasets), so that it is reported in about a second; the few cases
+only the full argument parse can judge (an unknown flag) are marked `late`. The commands run two at
+a time in setUpClass.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ class Case:
     pattern: str  # re.search on the message after "error: "
     absent: tuple[str, ...] = ()  # paths that must not exist afterwards
     unchanged: str | None = None  # a finished run dir whose files must stay as they were
+    late: bool = False  # found by the full parse, after the heavy imports
+
+
+HEAVY = ("torch", "transformers", "datasets")  # what the early checks must not import
 
 
 def pretrain(name: str, argv: list[str], pattern: str, output_dir: str | None = None) -> tuple[str, Case]:
@@ -73,6 +80,12 @@ def finished(case: tuple[str, Case], run_dir: str) -> tuple[str, Case]:
     return name, dataclasses.replace(c, absent=(), unchanged=run_dir)
 
 
+def late(case: tuple[str, Case]) -> tuple[str, Case]:
+    """A case only the full argument parse can judge (after the heavy imports)."""
+    name, c = case
+    return name, dataclasses.replace(c, late=True)
+
+
 TOY = ["--benchmark", "toy", "--dataset_name", "sentiment"]  # sentence, label (negative/positive)
 STSB = ["--benchmark", "glue", "--dataset_name", "stsb"]  # sentence1, sentence2, label (a score in [0, 5])
 
@@ -95,6 +108,10 @@ CASES: list[tuple[str, Case]] = [
                       output_dir="{tmp}/out/finished_pt"), "{tmp}/out/finished_pt"),
     pretrain("pt_int_flag", ["--train_file", "{tmp}/pt/corpus.txt", "--max_steps", "ten"],
              r"^argument --max_steps/--max-steps: invalid int value: 'ten'$"),
+    pretrain("pt_no_such_model_dir", ["--train_file", "{tmp}/pt/corpus.txt", "--model_name_or_path", "{tmp}/no_such_model"],
+             r"^--model_name_or_path '\S+/no_such_model': no such local directory, and not a Hub name \(org/name\)$"),
+    pretrain("pt_streaming_without_max_steps", ["--train_file", "{tmp}/pt/corpus.txt", "--streaming"],
+             r"^--streaming needs --max_steps: a streamed corpus has no length to count epochs by$"),
     # --- fine_tune_t5.py -------------------------------------------------------------------------
     finetune("ft_missing_required_flag", ["--benchmark", "toy"],
              r"^the following arguments are required: --dataset_name/--dataset-name$"),
@@ -102,6 +119,8 @@ CASES: list[tuple[str, Case]] = [
              r"^\S+/ft/bad\.jsonl: line 2: invalid JSON at column 34: Expecting ',' delimiter$"),
     finetune("ft_unknown_task", ["--benchmark", "toy", "--dataset_name", "sst2"],
              r"^unknown task 'sst2' of benchmark 'toy'; valid: sentiment$"),
+    finetune("ft_model_dir_without_config", [*TOY, "--model_name_or_path", "{tmp}/pt"],
+             r"^--model_name_or_path '\S+/pt': the directory holds no config\.json; give a saved model's directory or a Hub name$"),
     finetune("ft_eval_mode_beam", [*TOY, "--eval_mode", "beam"],
              r"^--eval_mode beam: must be one of auto, score, generate$"),
     finetune("ft_not_utf8_tsv", [*TOY, "--train_file", "{tmp}/ft/latin1.tsv", "--validation_file", "{tmp}/ft/good.csv"],
@@ -148,10 +167,10 @@ CASES: list[tuple[str, Case]] = [
         r"^--template 'Is it sport\?': must contain \{input\}"),
     clf("clf_fp16", ["--data_name", "clf_good", "--fp16"],
         r"^--fp16: T5's activations overflow float16 .* pass --allow_fp16 to force it$"),
-    clf("clf_unknown_flag", ["--data_name", "clf_good", "--yes_tokn", "yes"],
-        r"^Some specified arguments are not used by the HfArgumentParser: \['--yes_tokn', 'yes'\]$"),
+    late(clf("clf_unknown_flag", ["--data_name", "clf_good", "--yes_tokn", "yes"],
+             r"^Some specified arguments are not used by the HfArgumentParser: \['--yes_tokn', 'yes'\]$")),
     clf("clf_no_model_folder", ["--data_name", "clf_good", "--model_pretrain_name", "{tmp}/no_such_model"],
-        r"^--model_pretrain_name '\S+/no_such_model': cannot load the tokenizer: no such local directory"),
+        r"^--model_pretrain_name '\S+/no_such_model': no such local directory, and not a Hub name \(org/name\)$"),
     finished(clf("finished_clf", ["--data_name", "clf_good"],
                  r"^--output_dir \S+/models/finished_clf: holds a finished run \(all_results\.json\); .* --overwrite_output_dir"),
              "{mount}/models/finished_clf"),
@@ -235,7 +254,7 @@ class BadInputTest(parameterized.TestCase):
             model = pool.submit(save_tiny_t5, os.path.join(cls.mount, "models", "tiny"))
 
             def run(case: Case) -> subprocess.CompletedProcess:
-                argv = [sys.executable, case.script, *(cls.fill(a) for a in case.argv), "--report_to", "none"]
+                argv = [sys.executable, "-X", "importtime", case.script, *(cls.fill(a) for a in case.argv), "--report_to", "none"]
                 if any("{mount}" in a for a in case.argv):
                     model.result()
                 return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
@@ -250,15 +269,21 @@ class BadInputTest(parameterized.TestCase):
     @parameterized.named_parameters((name, name, case) for name, case in CASES)
     def test_one_error_line_and_nothing_written(self, name: str, case: Case) -> None:
         proc = self.results[name]
-        where = f"{case.script} {' '.join(self.fill(a) for a in case.argv)}\nstderr:\n{proc.stderr[-3000:]}"
-        self.assertNotIn("Traceback", proc.stderr, where)
+        imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+        stderr = "\n".join(line for line in proc.stderr.splitlines() if not line.startswith("import time:"))
+        where = f"{case.script} {' '.join(self.fill(a) for a in case.argv)}\nstderr:\n{stderr[-3000:]}"
+        self.assertNotIn("Traceback", stderr, where)
         self.assertEqual(proc.returncode, 2, where)
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        lines = [line for line in stderr.splitlines() if line.strip()]
         self.assertLen(lines, 1, where)
         self.assertTrue(lines[0].startswith("error: "), where)
         self.assertRegex(lines[0].removeprefix("error: "), re.compile(case.pattern), where)
         for path in case.absent:
             self.assertFalse(os.path.exists(self.fill(path)), f"{self.fill(path)} left behind by\n{where}")
+        if not case.late:
+            self.assertEqual(sorted(imported & set(HEAVY)), [], f"imported before the mistake was found:\n{where}")
+        else:
+            self.assertIn("transformers", imported, "a late case that is found early: drop its `late`")
 
     @parameterized.named_parameters((name, name, case) for name, case in CASES if case.unchanged)
     def test_finished_run_unchanged(self, name: str, case: Case) -> None:

@@ -20,6 +20,7 @@ from absl.testing import absltest, parameterized
 from tests.fixtures import tiny_t5_config
 
 import clf  # noqa: E402  (after fixtures: they set HF_HUB_OFFLINE)
+import training  # noqa: E402
 from cli import UserError, parse_args
 from metrics import calibration_bins, compute_soft_label_metrics, expected_calibration_error, soft_label_metrics
 
@@ -141,7 +142,7 @@ class GradientAccumulationTest(absltest.TestCase):
                 grads.update({name: p.grad.detach().clone() for name, p in model.named_parameters()})
 
         with tempfile.TemporaryDirectory() as out:
-            args = clf.MountRunArguments(
+            args = training.MountRunArguments(
                 per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation, max_steps=1,
                 logging_steps=1, report_to="none", save_strategy="no", max_grad_norm=0.0, disable_tqdm=True, seed=0,
             )
@@ -297,7 +298,7 @@ class ClfEndToEndTest(absltest.TestCase):
 
 class ArgumentsTest(absltest.TestCase):
     def test_aliases_eval_steps_and_template(self) -> None:
-        data_args, training_args = parse_args((clf.ClfDataArguments, clf.MountRunArguments), [
+        data_args, training_args = parse_args((clf.ClfDataArguments, training.MountRunArguments), [
             "--model_pretrain_name", "google/flan-t5-xl", "--data_name", "d", "--train_batch_size", "4",
             "--eval_batch_size", "16", "--eval_steps", "2000", "--template", "Q?\\n\\narticle: {input}\\noutput:"])
         self.assertEqual((training_args.per_device_train_batch_size, training_args.per_device_eval_batch_size), (4, 16))

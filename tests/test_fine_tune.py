@@ -15,6 +15,7 @@ from absl.testing import absltest, parameterized
 from tests.fixtures import save_tiny_t5, task_tokenizer
 
 import fine_tune_t5  # noqa: E402  (after fixtures: they set HF_HUB_OFFLINE)
+import training  # noqa: E402
 from cli import UserError
 from constants import DATASET_VALS
 
@@ -215,7 +216,7 @@ class GlueLayoutTest(parameterized.TestCase):
     def test_task_metric_drives_the_best_checkpoint(self) -> None:
         from cli import parse_args
 
-        args = parse_args((fine_tune_t5.TaskArguments, fine_tune_t5.ModelArguments, fine_tune_t5.FineTuningArguments),
+        args = parse_args((fine_tune_t5.TaskArguments, fine_tune_t5.ModelArguments, training.FineTuningArguments),
                           ["--dataset_name", "mnli", "--model_name_or_path", "m", "--output_dir", "o",
                            "--eval_strategy", "epoch", "--save_strategy", "epoch"])
         training_args = args[2]
@@ -225,11 +226,11 @@ class GlueLayoutTest(parameterized.TestCase):
         fine_tune_t5.configure_best_model(training_args, DATASET_VALS["glue"]["mnli"], ["validation_matched", "validation_mismatched"])
         self.assertEqual(training_args.metric_for_best_model, "validation_matched_accuracy")
         self.assertTrue(training_args.greater_is_better)
-        no_eval = parse_args((fine_tune_t5.TaskArguments, fine_tune_t5.ModelArguments, fine_tune_t5.FineTuningArguments),
+        no_eval = parse_args((fine_tune_t5.TaskArguments, fine_tune_t5.ModelArguments, training.FineTuningArguments),
                              ["--dataset_name", "sst2", "--model_name_or_path", "m", "--output_dir", "o"])[2]
         self.assertFalse(no_eval.load_best_model_at_end)
         parsed = lambda *flags: parse_args(  # noqa: E731
-            (fine_tune_t5.TaskArguments, fine_tune_t5.ModelArguments, fine_tune_t5.FineTuningArguments),
+            (fine_tune_t5.TaskArguments, fine_tune_t5.ModelArguments, training.FineTuningArguments),
             ["--dataset_name", "sst2", "--model_name_or_path", "m", "--output_dir", "o", *flags])[2]
         # Evaluating every logging_steps (30) while saving every 500: not best-checkpoint material, no error.
         self.assertFalse(parsed("--eval_strategy", "steps", "--save_strategy", "steps", "--logging_steps", "30").load_best_model_at_end)

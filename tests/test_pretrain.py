@@ -17,6 +17,7 @@ from absl.testing import absltest, parameterized
 from tests.fixtures import generated_corpus, tiny_t5, tiny_tokenizer
 
 import pre_train_t5  # noqa: E402  (after fixtures: they set HF_HUB_OFFLINE)
+import training  # noqa: E402
 from cli import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -124,7 +125,7 @@ class PretrainEndToEndTest(absltest.TestCase):
         with open(config, "w") as f:
             f.write(f"train_file: {self.corpus}\nlearning_rate: 5e-3\nmax_steps: 50\nnoise_density: 0.3\n")
         args = pre_train_t5.parse_args(
-            (pre_train_t5.ModelArguments, pre_train_t5.DataArguments, pre_train_t5.PreTrainingArguments),
+            (pre_train_t5.ModelArguments, pre_train_t5.DataArguments, training.PreTrainingArguments),
             ["--config", config, "--max_steps", "4", "--output_dir", "x", "--_wandb=foo"],
         )
         model_args, data_args, training_args = args
@@ -229,7 +230,7 @@ class BadInputTest(parameterized.TestCase):
             "density": (["--train_file", self.good, "--noise_density", "1.5"], r"--noise_density 1.5: must lie strictly between 0 and 1"),
             "config_not_utf8": (["--train_file", self.good, "--config", self.latin1], r"latin1\.txt: not UTF-8 text \(byte 0xe9 at offset 3\)"),
             "resume_missing": (["--train_file", self.good, "--resume_from_checkpoint", os.path.join(t, "no-ckpt")], r"--resume_from_checkpoint .*no-ckpt: no such checkpoint directory"),
-            "model_dir_empty": (["--train_file", self.good, "--model_name_or_path", t], r"cannot load the tokenizer: the directory holds no loadable tokenizer"),
+            "model_dir_empty": (["--train_file", self.good, "--model_name_or_path", t], r"--model_name_or_path '\S+': the directory holds no config\.json; give a saved model's directory or a Hub name"),
         }
 
     @parameterized.parameters(
