@@ -377,6 +377,7 @@ class OptimizerTest(parameterized.TestCase):
         from transformers.optimization import Adafactor
 
         from cli import parse_args
+        from optim import T5Adafactor
         from training import ToolkitTrainingArguments, use_t5_adafactor
 
         with tempfile.TemporaryDirectory() as out:
@@ -384,9 +385,42 @@ class OptimizerTest(parameterized.TestCase):
             trainer = Seq2SeqTrainer(model=tiny_t5(), args=args)
             use_t5_adafactor(trainer)
             optimizer = trainer.create_optimizer()
-        self.assertIsInstance(optimizer, Adafactor)
+        self.assertIsInstance(optimizer, T5Adafactor if scaled else Adafactor)
         group = optimizer.param_groups[0]
         self.assertEqual((group["scale_parameter"], group["relative_step"], group["lr"]), (scaled, False, 0.01))
+
+    @parameterized.named_parameters(
+        ("t5", dict(lr=1e-2, scale_parameter=True, relative_step=False, warmup_init=False)),
+        ("clipping_bites", dict(lr=1e-2, scale_parameter=True, relative_step=False, warmup_init=False, clip_threshold=0.01)),
+        ("first_moment_and_decay", dict(lr=1e-3, scale_parameter=False, relative_step=False, beta1=0.9, weight_decay=0.1)),
+        ("relative_step", dict(lr=None, scale_parameter=True, relative_step=True, warmup_init=False)),
+    )
+    def test_fast_adafactor_matches_transformers(self, options: dict) -> None:
+        from transformers.optimization import Adafactor
+
+        from optim import T5Adafactor
+
+        torch.manual_seed(0)
+        shapes = [(24, 40), (40, 24), (3, 8, 5), (40,), (1,)]  # matrices (factored), a 3-d tensor, vectors
+        start = [torch.randn(shape) for shape in shapes]
+        runs = {}
+        for cls in (Adafactor, T5Adafactor):
+            params = [torch.nn.Parameter(t.clone()) for t in start]
+            optimizer = cls(params, **options)
+            generator = torch.Generator().manual_seed(1)
+            for _ in range(5):
+                for p in params:
+                    p.grad = torch.randn(p.shape, generator=generator) * 3
+                optimizer.step()
+            runs[cls.__name__] = (params, optimizer.state_dict()["state"])
+        (ref, ref_state), (fast, fast_state) = runs["Adafactor"], runs["T5Adafactor"]
+        for r, f, s in zip(ref, fast, start):
+            self.assertFalse(torch.equal(r, s))  # the parameters moved
+            torch.testing.assert_close(f, r, rtol=1e-5, atol=1e-6)
+        for i in ref_state:
+            self.assertEqual(sorted(ref_state[i]), sorted(fast_state[i]))
+            for key, value in ref_state[i].items():
+                torch.testing.assert_close(torch.as_tensor(fast_state[i][key]).float(), torch.as_tensor(value).float(), rtol=1e-5, atol=1e-7)
 
 
 class TokenizerTest(absltest.TestCase):
