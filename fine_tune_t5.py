@@ -12,20 +12,20 @@ constant learning rate 1e-3 (Raffel et al. 2020, sec. 3.1.3).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 # Only light modules here: flags and data are checked before transformers and torch are imported.
-from cli import EarlyTrainingFlags, UserError, light_parse, parse_args, run_main
+from arguments import light_parse, parse_args
+from errors import UserError, run_main
 from modeling import check_model_source
-from outputs import FINISHED_MARKER, check_output_dir, unique_path, write_json_atomic, write_text_atomic
-from tasks import LocalSplits, get_task, load_task_splits, read_local_splits
+from outputs import RunOutputs, check_output_dir, write_records
+from tasks import LocalSplits, get_task, load_task_splits, read_local_splits, tokenize_task_split
 
 if TYPE_CHECKING:
-    from training import FineTuningArguments
+    from trainer_arguments import FineTuningArguments
 
 logger = logging.getLogger("fine_tune_t5")
 
@@ -75,17 +75,21 @@ class ModelArguments:
     dropout_rate: float | None = field(default=None, metadata={"help": "Override the checkpoint's dropout (T5 fine-tuned with 0.1)."})
 
 
+# The script's arguments; the last names its Trainer-arguments class (trainer_arguments.py).
+ARGUMENTS = (TaskArguments, ModelArguments, "FineTuningArguments")
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     # Flags, task, paths and local data files first, before the heavy imports: a mistake is reported in about a second.
-    early = light_parse((TaskArguments, ModelArguments, EarlyTrainingFlags), argv)
+    early = light_parse(ARGUMENTS, argv)
     checked = check_inputs(*early) if early else None
 
     from transformers import DataCollatorForSeq2Seq, set_seed
 
     from modeling import fit_embeddings_to_tokenizer, load_model, load_tokenizer
-    from training import FineTuningArguments, run_training, setup_logging, use_t5_adafactor
+    from runner import run_training, setup_logging
 
-    task_args, model_args, training_args = parse_args((TaskArguments, ModelArguments, FineTuningArguments), argv, __doc__)
+    task_args, model_args, training_args = parse_args(ARGUMENTS, argv, __doc__, early)
     entry, mode, roles, local = checked or check_inputs(task_args, model_args, training_args)
     setup_logging(training_args)
 
@@ -103,7 +107,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     with training_args.main_process_first(desc="tokenizing"):
         splits = {name: limit(dataset, sample_limit(name, entry, task_args)) for name, dataset in raw.items()}
-        tokenized = {name: tokenize_split(entry, name, dataset, tokenizer, task_args) for name, dataset in splits.items()}
+        tokenized = {name: tokenize_task_split(entry, name, dataset, tokenizer, task_args.max_source_length, task_args.max_target_length,
+                                               task_args.preprocessing_num_workers) for name, dataset in splits.items()}
     train = tokenized.get(entry["splits"]["train"][0]) if "train" in roles else None
     evals = {name: tokenized[name] for name in entry["splits"].get("validation", []) if name in tokenized}
     log_examples(tokenizer, train if train is not None else next(iter(tokenized.values())))
@@ -118,12 +123,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                max_length=task_args.max_source_length if task_args.pad_to_max_length else None),
         tokenizer.pad_token_id,
     )
-    configure_best_model(training_args, entry, list(evals))
+    if training_args.metric_for_best_model is None and evals:
+        training_args.metric_for_best_model, training_args.greater_is_better = best_model_metric(entry, list(evals)), True
+    if mode == "generate":  # decode labels greedily, at most one token longer than the longest label
+        training_args.predict_with_generate = True
+        training_args.generation_max_length = training_args.generation_max_length or generation_length(entry, tokenizer, task_args.max_target_length)
+        training_args.generation_num_beams = training_args.generation_num_beams or 1
     trainer = build_trainer(mode, entry, model, tokenizer, training_args, task_args, train, evals, collator)
-    use_t5_adafactor(trainer)
 
     # Train (after an optional hyper-parameter search), evaluate, predict.
-    results: dict[str, Any] = {}
+    from metrics import task_metric_key  # results keys unique across benchmarks, as metrics.glue_average reads them
+
+    results: dict[str, Any] = {"eval_mode": mode}  # in every results file: T5's published numbers come from generate
     if task_args.hp_search and train is not None and evals:
         results["hp_search_best"] = search_hyperparameters(
             trainer, lambda: load_model(model_args.model_name_or_path, **overrides), task_args.hp_trials)
@@ -133,8 +144,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results.update(run_training(trainer))
         results["padded_token_fraction"] = collator.padded_fraction
         logger.info("padded-token fraction of the batches built: %.3f", collator.padded_fraction)
-        trainer.save_model(training_args.output_dir)
-        trainer.save_state()
     for name, dataset in evals.items():
         prefix = "eval" if len(evals) == 1 else f"eval_{name}"
         metrics = trainer.evaluate(dataset, metric_key_prefix=prefix)
@@ -181,9 +190,9 @@ def search_hyperparameters(trainer: Any, model_init: Any, trials: int) -> dict[s
         storage=storage, study_name="fine_tune_t5", load_if_exists=False,
     )
     study = optuna.load_study(study_name="fine_tune_t5", storage=storage)
-    lines = ["trial\tlearning_rate\tlr_scheduler_type\t" + key]
-    lines += [f"{t.number}\t{t.params['learning_rate']:.6g}\t{t.params['lr_scheduler_type']}\t{t.value}" for t in study.trials]
-    write_text_atomic(os.path.join(args.output_dir, "hp_search.tsv"), "\n".join(lines) + "\n")
+    write_records(os.path.join(args.output_dir, "hp_search.tsv"), [
+        {"trial": t.number, "learning_rate": f"{t.params['learning_rate']:.6g}", "lr_scheduler_type": t.params["lr_scheduler_type"], key: t.value}
+        for t in study.trials])
     axes = plot_optimization_history(study)
     axes.figure.savefig(os.path.join(args.output_dir, "hp_search.png"), dpi=110, bbox_inches="tight")
     logger.info("hp search: best %s = %s with %s", key, best.objective, best.hyperparameters)
@@ -213,8 +222,17 @@ def check_inputs(task_args: TaskArguments, model_args: ModelArguments, run: Any)
 
 
 def resolve_eval_mode(entry: Any, mode: str) -> str:
+    """--eval_mode auto -> the entry's `eval_kind`: label_scoring -> score, generation/regression -> generate.
+
+    Score (rank classification) is the default for GLUE/SuperGLUE classification; T5's published numbers
+    come from generate (greedy decoding, with T5's rules for strings outside the label set).
+    """
+    kind = entry["eval_kind"]
+    if kind == "pairwise_preference":
+        raise UserError(f"task {entry['name']}: eval_kind pairwise_preference (sentence pairs compared by likelihood) "
+                        "is not a fine-tuning task; fine_tune_t5.py cannot evaluate it, bias.py will")
     if mode == "auto":
-        return "score" if entry["labels"] else "generate"
+        return "score" if kind == "label_scoring" else "generate"
     if mode == "score" and not entry["labels"]:
         raise UserError(f"--eval_mode score: task {entry['name']} is a regression task with no labels to rank; use generate")
     return mode
@@ -233,33 +251,6 @@ def limit(dataset: Any, count: int | None) -> Any:
     return dataset if count is None else dataset.select(range(min(count, len(dataset))))
 
 
-def tokenize_split(entry: Any, split: str, dataset: Any, tokenizer: Any, task_args: TaskArguments) -> Any:
-    """T5 text-to-text pairs -> input_ids / attention_mask / labels, truncated (and counted) with `</s>` kept."""
-    from modeling import encode_truncated
-    from tasks import format_source, format_target
-
-    has_labels = any(label not in (None, -1) for label in dataset[entry["label_column_name"]])
-
-    def tokenize(batch: dict[str, list]) -> dict[str, list]:
-        records = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        input_ids, source_truncated = encode_truncated(tokenizer, [format_source(entry, r) for r in records], task_args.max_source_length)
-        out = {"input_ids": input_ids, "attention_mask": [[1] * len(ids) for ids in input_ids], "source_truncated": source_truncated}
-        if has_labels:
-            targets = [format_target(entry, r) or "" for r in records]
-            out["labels"], out["target_truncated"] = encode_truncated(tokenizer, targets, task_args.max_target_length)
-        else:
-            out["target_truncated"] = [False] * len(records)
-        return out
-
-    tokenized = dataset.map(tokenize, batched=True, remove_columns=dataset.column_names,
-                            num_proc=task_args.preprocessing_num_workers, desc=f"tokenizing {split}")
-    for kind, limit_flag in (("source", "--max_source_length"), ("target", "--max_target_length")):
-        count = sum(tokenized[f"{kind}_truncated"])
-        if count:
-            logger.warning("%s: %d of %d %ss truncated to %s", split, count, len(tokenized), kind, limit_flag)
-    return tokenized.remove_columns(["source_truncated", "target_truncated"])
-
-
 def log_examples(tokenizer: Any, dataset: Any, count: int = 2) -> None:
     """Two decoded (input, target) pairs: most format bugs show up here."""
     for i in range(min(count, len(dataset))):
@@ -269,41 +260,32 @@ def log_examples(tokenizer: Any, dataset: Any, count: int = 2) -> None:
         logger.info("example %d target: %s", i, target)
 
 
-def task_metric_key(entry: Any, split: str) -> str:
-    """"sst2" for validation, "mnli_matched" for validation_matched: the keys metrics.glue_average reads."""
-    task = entry["name"].split("/")[1]
-    suffix = split.removeprefix("validation").lstrip("_")
-    return f"{task}_{suffix}" if suffix else task
+def best_model_metric(entry: Any, eval_splits: list[str]) -> str:
+    """The task's metric_to_optimize (the first validation split's), as metric_for_best_model names it."""
+    metric = entry["metric_to_optimize"]
+    return metric if len(eval_splits) == 1 else f"{eval_splits[0]}_{metric}"
 
 
-def configure_best_model(training_args: FineTuningArguments, entry: Any, eval_splits: list[str]) -> None:
-    """Point metric_for_best_model at the task's metric_to_optimize (the first validation split's)."""
-    if training_args.metric_for_best_model is None and eval_splits:
-        metric = entry["metric_to_optimize"]
-        training_args.metric_for_best_model = metric if len(eval_splits) == 1 else f"{eval_splits[0]}_{metric}"
-        training_args.greater_is_better = True
+def generation_length(entry: Any, tokenizer: Any, max_target_length: int) -> int:
+    """Tokens to generate: the longest label's (with `</s>`) plus one, at most --max_target_length."""
+    longest = max((len(tokenizer(label)["input_ids"]) for label in entry["labels"]), default=max_target_length)
+    return min(longest + 1, max_target_length)
 
 
 def build_trainer(mode: str, entry: Any, model: Any, tokenizer: Any, training_args: FineTuningArguments,
                   task_args: TaskArguments, train: Any, evals: dict[str, Any], collator: Any) -> Any:
     from metrics import build_compute_metrics, build_scoring_compute_metrics
-    from scoring import ExactSeq2SeqTrainer, LabelScoringTrainer, label_token_ids
-    from training import finite_loss, token_weighted_cross_entropy
+    from scoring import label_token_ids
+    from trainers import LabelScoringTrainer, ToolkitTrainer
 
     eval_dataset = next(iter(evals.values())) if len(evals) == 1 else (evals or None)
     common = dict(model=model, args=training_args, train_dataset=train, eval_dataset=eval_dataset,
-                  data_collator=collator, processing_class=tokenizer, compute_loss_func=finite_loss(token_weighted_cross_entropy))
+                  data_collator=collator, processing_class=tokenizer)
     if mode == "score":
         return LabelScoringTrainer(**common, compute_metrics=build_scoring_compute_metrics(entry, tokenizer),
                                    candidates=label_token_ids(tokenizer, entry["labels"]),
                                    length_normalize=task_args.length_normalize)
-    training_args.predict_with_generate = True
-    if training_args.generation_max_length is None:
-        longest = max((len(tokenizer(label)["input_ids"]) for label in entry["labels"]), default=task_args.max_target_length)
-        training_args.generation_max_length = min(longest + 1, task_args.max_target_length)
-    if training_args.generation_num_beams is None:
-        training_args.generation_num_beams = 1
-    return ExactSeq2SeqTrainer(**common, compute_metrics=build_compute_metrics(entry, tokenizer))
+    return ToolkitTrainer(**common, compute_metrics=build_compute_metrics(entry, tokenizer))
 
 
 def predict(trainer: Any, mode: str, entry: Any, tokenizer: Any, dataset: Any) -> list[str]:
@@ -322,37 +304,26 @@ def predict(trainer: Any, mode: str, entry: Any, tokenizer: Any, dataset: Any) -
 
 def write_outputs(output_dir: str, entry: Any, splits: dict[str, Any], predictions: dict[str, list[str]],
                   trainer: Any, results: dict[str, Any], arg_objects: tuple, argv: list[str] | None) -> None:
-    """Predictions, leaderboard files, provenance, the loss curve and the results (written last).
+    """Predictions, leaderboard files, then the finished-run tail (`outputs.RunOutputs`).
 
     An evaluation-only run (--no_train) may sit beside a finished one: its files take new names
     (`SST-2-1.tsv`, `eval_results.json`) and replace none.
     """
     from tasks import submission_value
-    from training import plot_loss_curve, write_provenance
 
-    no_train = arg_objects[-1].no_train
-    place = (lambda name: unique_path(os.path.join(output_dir, name))) if no_train else (lambda name: os.path.join(output_dir, name))
-    os.makedirs(output_dir, exist_ok=True)
+    outputs = RunOutputs(output_dir, evaluation_only=arg_objects[-1].no_train)
     for split, predicted in predictions.items():
-        records = splits[split]
-        rows = [{"idx": int(idx), "prediction": p} for idx, p in zip(records["idx"], predicted)]
-        write_text_atomic(place(f"predictions_{split}.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
+        rows = [{"idx": int(idx), "prediction": p} for idx, p in zip(splits[split]["idx"], predicted)]
+        outputs.write_records(f"predictions_{split}.jsonl", rows)
         name = entry["submission_file"].get(split)
         if name and name.endswith(".tsv"):
-            lines = ["index\tprediction"] + [f"{r['idx']}\t{submission_value(entry, r['prediction'])}" for r in rows]
-            write_text_atomic(place(name), "\n".join(lines) + "\n")
+            outputs.write_records(name, [{"index": r["idx"], "prediction": submission_value(entry, r["prediction"])} for r in rows])
         elif name:  # SuperGLUE leaderboard files are JSON lines
-            write_text_atomic(place(name), "".join(
-                json.dumps({"idx": r["idx"], "label": submission_value(entry, r["prediction"])}) + "\n" for r in rows))
+            outputs.write_records(name, [{"idx": r["idx"], "label": submission_value(entry, r["prediction"])} for r in rows])
         results[f"predict_{split}_examples"] = len(rows)
-    if no_train:
-        write_json_atomic(place("eval_results.json"), results)
-    else:
-        write_provenance(output_dir, arg_objects, argv)
-        plot_loss_curve(trainer.state.log_history, os.path.join(output_dir, "loss_curve.png"))
-        write_json_atomic(os.path.join(output_dir, FINISHED_MARKER), results)  # last: marks the run finished
+    outputs.finish(results, trainer.state.log_history, arg_objects, argv)
     shown = {k: round(v, 2) for k, v in results.items() if "/" in k}
-    print(f"{entry['name']}: {shown or 'no validation split'}; outputs in {output_dir}")
+    print(f"{entry['name']} (eval_mode {results['eval_mode']}): {shown or 'no validation split'}; outputs in {output_dir}")
 
 
 if __name__ == "__main__":

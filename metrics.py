@@ -51,15 +51,16 @@ def matthews_corrcoef(targets: np.ndarray, predictions: np.ndarray) -> float:
     return 100 * sklearn.metrics.matthews_corrcoef(targets, predictions)
 
 
-def macro_f1(targets: np.ndarray, predictions: np.ndarray) -> float:
-    """Unweighted mean of the per-class F1, x100 (T5 `mean_multiclass_f1`, reported for CB).
+def macro_f1(targets: np.ndarray, predictions: np.ndarray, num_classes: int) -> float:
+    """Unweighted mean of the per-class F1 over all `num_classes` classes, x100 (reported for CB).
 
-    Averaged over the classes present in `targets`; T5 fixes range(num_classes), which is the same
-    whenever every class occurs in the references (it does in CB's validation split). An invalid
-    prediction is a miss for its target's class and a false positive for none.
+    T5 `metrics.mean_multiclass_f1(num_classes)`: `fbeta_score(beta=1, labels=range(num_classes),
+    average="macro")`, so a class absent from the references still counts, with F1 0 (T5 gets the
+    same 0 from sklearn with a warning; `zero_division=0` says so without one). Averaging only the
+    classes present gives CB refs (e, e, c, c), preds (e, e, c, n) 83.33 instead of T5's 55.56. An
+    invalid prediction (-1) is a miss for its target's class and a false positive for none.
     """
-    labels = sorted(set(np.asarray(targets).tolist()))
-    return 100 * sklearn.metrics.f1_score(targets, predictions, labels=labels, average="macro")
+    return 100 * sklearn.metrics.f1_score(targets, predictions, labels=list(range(num_classes)), average="macro", zero_division=0)
 
 
 def pearson_corrcoef(targets: np.ndarray, predictions: np.ndarray) -> float:
@@ -72,11 +73,13 @@ def spearman_corrcoef(targets: np.ndarray, predictions: np.ndarray) -> float:
     return 100 * float(scipy.stats.spearmanr(targets, predictions)[0])
 
 
-# Metric name (as in the registry's `metric_names` and T5's result keys) -> function.
-METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+# Metric name (as in the registry's `metric_names`, `constants.METRIC_NAMES`, and T5's result keys) ->
+# function of (targets, predictions); those in NEEDS_NUM_CLASSES also take the task's number of classes.
+METRICS: dict[str, Callable[..., float]] = {
     fn.__name__: fn
     for fn in (accuracy, f1, matthews_corrcoef, macro_f1, pearson_corrcoef, spearman_corrcoef)
 }
+NEEDS_NUM_CLASSES = frozenset({"macro_f1"})
 
 
 def score_predictions(
@@ -110,7 +113,9 @@ def score_predictions(
         invalid = sum(np.isnan(parse_float(p, default=np.nan)) for p in predicted_strings)
     if invalid:
         logger.info("%d of %d generated strings are not valid targets", invalid, len(predictions))
-    return {name: float(METRICS[name](targets, predictions)) for name in entry["metric_names"]}
+    classes = {"num_classes": len(entry["labels"])}
+    return {name: float(METRICS[name](targets, predictions, **(classes if name in NEEDS_NUM_CLASSES else {})))
+            for name in entry["metric_names"]}
 
 
 def build_compute_metrics(
@@ -169,6 +174,25 @@ def token_accuracy(predictions: Any, labels: Any, ignore_index: int = -100) -> f
     if not keep.any():
         return float("nan")
     return float((predictions[keep] == labels[keep]).mean())
+
+
+# Benchmarks whose results keep the bare task name ("rte/accuracy"): GLUE, whose keys the average below
+# reads, and its diagnostic AX. Every other benchmark's keys start with the benchmark, as T5 names its
+# tasks (`glue_rte_v002`, `super_glue_rte_v102`): SuperGLUE's RTE is "super_glue_rte/accuracy" and can
+# never stand in for GLUE's RTE in the average.
+BARE_KEY_BENCHMARKS = ("glue", "ax")
+
+
+def task_metric_key(entry: Mapping[str, Any], split: str) -> str:
+    """The results key of a task's validation split, before "/<metric>" (fine_tune_t5.py writes them).
+
+    "sst2" (GLUE SST-2, validation), "mnli_matched" (validation_matched), "super_glue_rte",
+    "toy_sentiment": the keys `GLUE_AVERAGE_GROUPS` names, unique across benchmarks.
+    """
+    benchmark, task = entry["name"].split("/")
+    base = task if benchmark in BARE_KEY_BENCHMARKS else f"{benchmark}_{task}"
+    suffix = split.removeprefix("validation").lstrip("_")
+    return f"{base}_{suffix}" if suffix else base
 
 
 # T5 `eval_utils.METRIC_NAMES` / `compute_avg_glue`: the GLUE average is the mean over 8 groups; a
@@ -318,19 +342,29 @@ def compute_soft_label_metrics(eval_prediction: EvalPrediction) -> dict[str, flo
     return soft_label_metrics(eval_prediction.predictions, eval_prediction.label_ids)
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python metrics.py RUN_DIR ...`: T5's GLUE average over fine_tune_t5.py runs (their all_results.json)."""
+    """`python metrics.py RUN_DIR ...`: T5's GLUE average over fine_tune_t5.py runs (their all_results.json).
+
+    Keys are unique across benchmarks (`task_metric_key`), so SuperGLUE runs may be listed too: only
+    GLUE's keys enter the average. The evaluation modes of the runs are printed with it: T5's published
+    numbers come from `--eval_mode generate`.
+    """
     import json
     import os
     import sys
 
     results: dict[str, float] = {}
+    modes: set[str] = set()
     for run in sys.argv[1:] if argv is None else argv:
         with open(os.path.join(run, "all_results.json"), encoding="utf-8") as f:
-            results.update({k: v for k, v in json.load(f).items() if "/" in k})
+            run_results = json.load(f)
+        results.update({k: v for k, v in run_results.items() if "/" in k})
+        modes.add(run_results.get("eval_mode", "unrecorded"))
     for key in sorted(results):
         print(f"{key:<28}{results[key]:8.2f}")
     average = glue_average(results)
     print("GLUE average:", "incomplete (needs " + ", ".join(GLUE_AVERAGE_GROUPS) + ")" if average is None else f"{average:.2f}")
+    if modes:
+        print("eval_mode:", ", ".join(sorted(modes)))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import re
 import tempfile
 from typing import Any, Iterable, Iterator
 
-from cli import UserError
+from errors import UserError
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Run outputs: finished-run protection, atomic writes, names that never replace a result (stdlib only).
+"""Run outputs: finished-run protection, atomic writes, names that never replace a result, the one
+writer of per-example records, and the finished-run tail (stdlib only).
 
 A finished training run ends by writing `FINISHED_MARKER`; a run stopped by a signal leaves
 `PREEMPTED_MARKER` beside its last checkpoint. Results are written through a temporary file and a
@@ -7,12 +8,18 @@ rename, so a reader (or a crash) never sees half a file.
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
 import json
+import logging
 import os
 import tempfile
-from typing import Any
+from typing import Any, Mapping, Sequence
 
-from cli import UserError
+from errors import UserError
+
+logger = logging.getLogger(__name__)
 
 FINISHED_MARKER = "all_results.json"  # written last by a finished training run
 PREEMPTED_MARKER = "PREEMPTED"  # written when a signal stopped the run after a checkpoint; job scripts requeue
@@ -46,12 +53,70 @@ def check_output_dir(output_dir: str, overwrite: bool, resuming: bool = False) -
 
 def write_text_atomic(path: str, text: str) -> None:
     """Write a file through a temporary file and a rename, so readers never see half a file."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_records(path: str, rows: Sequence[Mapping[str, Any]], carry: Sequence[Mapping[str, Any]] | None = None,
+                  example_of: Sequence[int] | None = None) -> str:
+    """Per-example (or per-token) output rows, atomically, in the format the file name says: `.jsonl`
+    (a JSON object per line), `.json` (one list), `.csv` / `.tsv` (a header of every key in first-seen
+    order; lists and objects as JSON), each optionally `.gz`. Returns `path`.
+
+    `carry`: the user's records (their extra fields and metadata). Each row starts with the fields of
+    its example's record (row i belongs to example `example_of[i]`, default i), then its own; where a
+    record already holds an output key, the output's value wins and a warning says so once.
+    """
+    if carry is not None:
+        rows = _with_record_fields(path, rows, carry, example_of)
+    base = path[:-3] if path.endswith(".gz") else path
+    kind = os.path.splitext(base)[1].lower()
+    if kind == ".jsonl":
+        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    elif kind == ".json":
+        text = json.dumps(list(rows), ensure_ascii=False, indent=1) + "\n"
+    elif kind in (".csv", ".tsv"):
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, columns, delimiter="\t" if kind == ".tsv" else ",", lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v for k, v in row.items()})
+        text = buffer.getvalue()
+    else:
+        raise ValueError(f"{path}: records go to .jsonl, .json, .csv or .tsv (optionally .gz)")
+    if path.endswith(".gz"):
+        write_bytes_atomic(path, gzip.compress(text.encode("utf-8"), mtime=0))
+    else:
+        write_text_atomic(path, text)
+    return path
+
+
+def _with_record_fields(path: str, rows: Sequence[Mapping[str, Any]], carry: Sequence[Mapping[str, Any]],
+                        example_of: Sequence[int] | None) -> list[dict[str, Any]]:
+    examples = range(len(rows)) if example_of is None else example_of
+    merged, clashes = [], set()
+    for row, example in zip(rows, examples, strict=True):
+        record = carry[example]
+        clashes.update(key for key in row if key in record)
+        merged.append({**record, **row})
+    if clashes:
+        logger.warning("%s: records already hold %s; the output's values replace them", os.path.basename(path),
+                       ", ".join(map(repr, sorted(clashes))))
+    return merged
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Write a file through a uniquely named temporary file in its folder and a rename."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -59,5 +124,47 @@ def write_text_atomic(path: str, text: str) -> None:
         raise
 
 
-def write_json_atomic(path: str, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+class RunOutputs:
+    """Where a run writes, and the finished-run tail every script ends with.
+
+    A training run writes its files under fixed names and ends with `FINISHED_MARKER` (written last: its
+    presence means the run finished). An evaluation-only run (`--no_train`) may sit beside a finished
+    run, so each of its files takes a new name (`eval_results.json`, `predictions_eval-1.jsonl`) and
+    replaces none. Call the writers on the main process only.
+    """
+
+    def __init__(self, output_dir: str, evaluation_only: bool) -> None:
+        self.output_dir = output_dir
+        self.evaluation_only = evaluation_only
+
+    def path(self, name: str) -> str:
+        path = os.path.join(self.output_dir, name)
+        return unique_path(path) if self.evaluation_only else path
+
+    def write_records(self, name: str, rows: Sequence[Mapping[str, Any]], carry: Sequence[Mapping[str, Any]] | None = None,
+                      example_of: Sequence[int] | None = None) -> str:
+        return write_records(self.path(name), rows, carry, example_of)
+
+    def write_text(self, name: str, text: str) -> str:
+        path = self.path(name)
+        write_text_atomic(path, text)
+        return path
+
+    def finish(self, results: Mapping[str, Any], log_history: Sequence[Mapping[str, Any]], arg_objects: Sequence[Any],
+               argv: Sequence[str] | None) -> str:
+        """A training run: provenance, the loss curve, then the results (the finished marker). An
+        evaluation-only run: its results as `eval_results.json` (a new name beside any earlier one).
+        Returns the results file."""
+        if self.evaluation_only:
+            path = self.path("eval_results.json")
+            write_json_atomic(path, dict(results))
+            return path
+        from plots import plot_loss_curve
+        from provenance import write_provenance
+
+        os.makedirs(self.output_dir, exist_ok=True)
+        write_provenance(self.output_dir, arg_objects, argv)
+        plot_loss_curve(list(log_history), os.path.join(self.output_dir, "loss_curve.png"))
+        path = os.path.join(self.output_dir, FINISHED_MARKER)
+        write_json_atomic(path, dict(results))  # last: marks the run finished
+        return path

@@ -11,16 +11,16 @@ pre-training, Adafactor at 1e-2 with inverse-square-root decay.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 # Only light modules here: flags and data are checked before transformers and torch are imported.
-from cli import EarlyTrainingFlags, UserError, light_parse, parse_args, run_main
+from arguments import light_parse, parse_args
 from corpus import CorpusFiles, find_corpus_files, load_raw_corpus, split_off_validation, tokenize_and_pack
 from data_collators import T5DataCollator, compute_input_and_target_lengths
+from errors import UserError, run_main
 from modeling import check_model_source
-from outputs import FINISHED_MARKER, check_output_dir, unique_path, write_json_atomic
+from outputs import FINISHED_MARKER, RunOutputs, check_output_dir
 
 logger = logging.getLogger("pre_train_t5")
 
@@ -149,24 +149,23 @@ def log_examples(collator: T5DataCollator, rows: Any, tokenizer: Any, source: st
         logger.info("example %d labels: %s", i, tokenizer.decode(batch["labels"][i]))
 
 
+# The script's arguments; the last names its Trainer-arguments class (trainer_arguments.py).
+ARGUMENTS = (ModelArguments, DataArguments, "PreTrainingArguments")
+
+
 def main(argv: list[str] | None = None, callbacks: list[Any] | None = None) -> dict[str, float]:
     """Run pre-training; `callbacks` are extra `TrainerCallback`s (bench/pretrain_throughput.py times steps with one)."""
     # Flags, paths and corpus files first, before the heavy imports: a mistake is reported in about a second.
-    early = light_parse((ModelArguments, DataArguments, EarlyTrainingFlags), argv)
+    early = light_parse(ARGUMENTS, argv)
     files = check_inputs(*early) if early else None
 
-    from transformers import Seq2SeqTrainer, set_seed
+    from transformers import set_seed
 
-    from training import (
-        PreTrainingArguments,
-        finite_loss,
-        setup_logging,
-        token_weighted_cross_entropy,
-        use_t5_adafactor,
-    )
+    from runner import setup_logging
+    from trainers import ToolkitTrainer
 
-    model_args, data_args, training_args = parse_args((ModelArguments, DataArguments, PreTrainingArguments), argv, __doc__)
-    if early is None:  # --help, or flags the light parse left to the full one
+    model_args, data_args, training_args = parse_args(ARGUMENTS, argv, __doc__, early)
+    if early is None:  # --help
         files = check_inputs(model_args, data_args, training_args)
     setup_logging(training_args)
     set_seed(training_args.seed)
@@ -203,19 +202,17 @@ def main(argv: list[str] | None = None, callbacks: list[Any] | None = None) -> d
 
     # Train and evaluate.
     argmax, compute_metrics = token_accuracy_metrics()
-    trainer = Seq2SeqTrainer(
+    trainer = ToolkitTrainer(
         model=model,
         args=training_args,
         train_dataset=train_rows,
         eval_dataset=eval_rows,
         data_collator=collator,
         processing_class=tokenizer,
-        compute_loss_func=finite_loss(token_weighted_cross_entropy),
         compute_metrics=compute_metrics,
         preprocess_logits_for_metrics=argmax,
         callbacks=callbacks,
     )
-    use_t5_adafactor(trainer)
     return run_and_report(trainer, training_args, (model_args, data_args, training_args), argv)
 
 
@@ -248,27 +245,20 @@ def _check_rows(rows: Any, split: str, source: str, row_length: int) -> None:
 def run_and_report(trainer: Any, training_args: Any, arg_objects: tuple, argv: list[str] | None) -> dict[str, float]:
     """Train (if asked), evaluate, save model, tokenizer, results, provenance and the loss curve."""
     from modeling import save_tokenizer
-    from training import plot_loss_curve, run_training, write_provenance
+    from runner import run_training
 
-    output_dir = training_args.output_dir
+    outputs = RunOutputs(training_args.output_dir, evaluation_only=training_args.no_train)
     results: dict[str, float] = {}
     if not training_args.no_train:
         results.update(run_training(trainer))
-        trainer.save_model(output_dir)
-        trainer.save_state()
     results.update(trainer.evaluate())
-    if trainer.is_world_process_zero() and training_args.no_train:  # beside any earlier run, replacing nothing
-        path = unique_path(os.path.join(output_dir, "eval_results.json"))
-        write_json_atomic(path, results)
+    if trainer.is_world_process_zero():
+        if not training_args.no_train:
+            save_tokenizer(trainer.processing_class, training_args.output_dir)
+        path = outputs.finish(results, trainer.state.log_history, arg_objects, argv)
         print(f"eval_loss = {results['eval_loss']:.4f}  eval_token_accuracy = {results.get('eval_token_accuracy', float('nan')):.4f}")
-        print(f"results written to {path}")
-    elif trainer.is_world_process_zero():
-        save_tokenizer(trainer.processing_class, output_dir)
-        write_provenance(output_dir, arg_objects, argv)
-        plot_loss_curve(trainer.state.log_history, os.path.join(output_dir, "loss_curve.png"))
-        write_json_atomic(os.path.join(output_dir, FINISHED_MARKER), results)  # last: marks the run finished
-        print(f"eval_loss = {results['eval_loss']:.4f}  eval_token_accuracy = {results.get('eval_token_accuracy', float('nan')):.4f}")
-        print(f"model, tokenizer, {FINISHED_MARKER} and loss_curve.png written to {output_dir}")
+        print(f"results written to {path}" if training_args.no_train else
+              f"model, tokenizer, {FINISHED_MARKER} and loss_curve.png written to {training_args.output_dir}")
     return results
 
 

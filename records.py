@@ -14,13 +14,14 @@ copied to the outputs. Every problem is a `UserError` naming the file, split, re
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
 from datetime import datetime
 from typing import Any, Callable, Mapping
 
-from cli import UserError
+from errors import UserError
 
 Record = dict[str, Any]
 # A validator returns None for a valid value, else what is wrong with it ("must be a string").
@@ -138,15 +139,16 @@ def load_run_records(
     return records
 
 
-def read_records(path: str, split: str) -> list[Record]:
-    """A per-split file: JSON lines, or a JSON list of records (or `{split: [...]}`)."""
-    text = _read_text(path)
+def read_records(path: str, split: str | None = None) -> list[Record]:
+    """Records of a file (optionally gzipped): JSON lines, a JSON list of records, one JSON object (a file
+    of one record), or `{split: [...]}`. The toolkit's one reader of JSON / JSON-lines data files."""
+    text = read_text(path)
     stripped = text.lstrip()
     if stripped.startswith("["):
         return _parse_json(text, path)
     if stripped.startswith("{") and _looks_like_one_object(stripped):
         data = json.loads(stripped)
-        if isinstance(data, dict) and isinstance(data.get(split), list):
+        if split is not None and isinstance(data, dict) and isinstance(data.get(split), list):
             return data[split]
         return [data]  # a file of one record
     records = []
@@ -187,14 +189,25 @@ def validate(records: Any, fields: Mapping[str, Validator], where: str, split: s
                 raise UserError(f"{where}: {split} record {index}: field {name!r} {problem}")
 
 
-def _read_text(path: str) -> str:
+def read_text(path: str | os.PathLike) -> str:
+    """A whole text file as UTF-8 (gunzipped when it ends in .gz); one-line errors for a missing file, a
+    broken gzip stream and bytes that are not UTF-8."""
+    path = str(path)
     if not os.path.isfile(path):
         raise UserError(f"{path}: no such file")
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+        if path.endswith(".gz"):
+            with gzip.open(path, "rb") as f:
+                data = f.read()
+        else:
+            with open(path, "rb") as f:
+                data = f.read()
+    except (OSError, EOFError) as err:  # a corrupt or truncated gzip stream
+        raise UserError(f"{path}: not a readable gzip file ({err})") from None
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise UserError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start})") from None
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); re-encode it as UTF-8") from None
 
 
 def _parse_json(text: str, path: str) -> Any:
@@ -205,4 +218,4 @@ def _parse_json(text: str, path: str) -> Any:
 
 
 def _read_json(path: str) -> Any:
-    return _parse_json(_read_text(path), path)
+    return _parse_json(read_text(path), path)

@@ -1,4 +1,6 @@
-"""Label scoring (rank classification): pick the label whose tokens the model finds most likely.
+"""Scoring with a model: label scoring (rank classification), and clf.py's yes/no score.
+
+Label scoring picks the label whose tokens the model finds most likely.
 
 Each candidate label is scored by the summed log-probability of its tokens, `</s>` included, given
 the input (optionally divided by its token count, `length_normalize`); the best one wins, so the
@@ -8,13 +10,11 @@ a shared encoder pass. This is T5's rank-classification evaluation (t5/evaluatio
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from transformers import Seq2SeqTrainer
-
-from training import ExactEvalMixin
 
 
 def label_token_ids(tokenizer: Any, labels: Sequence[str]) -> torch.Tensor:
@@ -56,61 +56,44 @@ def score_labels(
     return scores.view(batch, num_labels)
 
 
-class ExactSeq2SeqTrainer(ExactEvalMixin, Seq2SeqTrainer):
-    """A Seq2SeqTrainer whose evaluation counts each example once under several processes."""
+@dataclass(frozen=True)
+class YesNoHead:
+    """The two logits read at the first decoder step: score = softmax([logit_yes, logit_no])[0].
 
-
-class LabelScoringTrainer(ExactSeq2SeqTrainer):
-    """A Seq2SeqTrainer whose evaluation predictions are label scores instead of generated tokens.
-
-    `prediction_step` returns (teacher-forced loss on the reference, scores (batch, num_labels),
-    reference label ids); everything else is the Seq2SeqTrainer's.
+    One job, in three Trainer hooks: `loss` is the `compute_loss_func`, `scores` the
+    `preprocess_logits_for_metrics` (it keeps one number per example instead of the vocabulary's logits).
     """
 
-    def __init__(self, *args: Any, candidates: torch.Tensor, length_normalize: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.candidates = candidates
-        self.length_normalize = length_normalize
+    yes_id: int
+    no_id: int
 
-    def prediction_step(
-        self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys: list[str] | None = None
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        inputs = self._prepare_inputs(inputs)
-        labels = inputs.get("labels")
-        loss = None
-        if labels is not None:
-            with torch.no_grad(), self.compute_loss_context_manager():
-                loss = self.compute_loss(model, dict(inputs)).detach()
-        if prediction_loss_only:
-            return loss, None, None
-        with self.compute_loss_context_manager():
-            scores = score_labels(  # the bare model: a DDP wrapper has no get_encoder()
-                self.accelerator.unwrap_model(model), inputs["input_ids"], inputs.get("attention_mask"),
-                self.candidates, self.length_normalize,
-            )
-        return loss, scores, labels
+    def margin(self, logits: torch.Tensor) -> torch.Tensor:
+        """logit_yes - logit_no at the first decoder step, in float32: the score is sigmoid(margin)."""
+        return (logits[:, 0, self.yes_id] - logits[:, 0, self.no_id]).float()
 
+    def loss(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+        """Cross-entropy between softmax([yes, no]) and (t, 1 - t), summed over the examples and divided by
+        the examples of the whole optimizer step.
 
-class SamplingSeq2SeqTrainer(Seq2SeqTrainer):
-    """A Seq2SeqTrainer whose evaluation adds sampled-completion metrics to the eval loss (seq2seq.py).
+        That cross-entropy is binary cross-entropy on sigmoid(margin), computed from the margin for
+        stability. Each example carries one label (its soft target, a (batch, 1) float), so the
+        Trainer's `num_items_in_batch` (labels != -100 over all accumulated micro-batches) counts the
+        examples of the step, and k micro-batches give the loss and gradient of one batch k times
+        larger (HF #36331, #37766). Without it (evaluation) the batch mean.
+        """
+        import torch
 
-    `sampler` (seq2seq.CompletionSampler) has the eval `records`, an `evaluate(trainer)` that samples
-    and scores them, and keeps the merged metrics in `last_metrics`.
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        targets = labels.reshape(-1).to(device=logits.device, dtype=torch.float32)
+        total = torch.nn.functional.binary_cross_entropy_with_logits(self.margin(logits), targets, reduction="sum")
+        if num_items_in_batch is None:
+            num_items_in_batch = targets.numel()
+        if torch.is_tensor(num_items_in_batch):
+            num_items_in_batch = num_items_in_batch.to(total.device)
+        return total / num_items_in_batch
 
-    `evaluation_loop` computes the loss as usual, then samples; the metrics are merged before the
-    Trainer logs them, so W&B, callbacks and `metric_for_best_model` see `eval_exact_match` etc.
-    """
+    def scores(self, logits: Any, labels: Any = None) -> torch.Tensor:
+        """The score of each example (batch,); `logits` may come with the encoder's states in a tuple."""
+        import torch
 
-    def __init__(self, *args: Any, sampler: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.sampler = sampler
-
-    def evaluation_loop(self, dataloader: Any, description: str, prediction_loss_only: bool | None = None,
-                        ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval") -> Any:
-        output = super().evaluation_loop(dataloader, description, prediction_loss_only=True,
-                                         ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
-        if metric_key_prefix == "eval" and self.sampler.records:
-            sampled = self.sampler.evaluate(self)
-            output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in sampled.items()})
-            self.sampler.last_metrics = dict(output.metrics)
-        return output
+        return torch.sigmoid(self.margin(logits[0] if isinstance(logits, tuple) else logits))

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 # Only light modules here: flags and data are checked before transformers and torch are imported.
-from cli import EarlyTrainingFlags, UserError, light_parse, parse_args, run_main
+from arguments import light_parse, parse_args
+from errors import UserError, run_main
 from modeling import check_model_source
-from outputs import FINISHED_MARKER, check_output_dir, unique_path, write_json_atomic
+from outputs import RunOutputs, check_output_dir, unique_path, write_records
 from records import Record, default_run_name, is_string, load_run_records, model_path, run_path
 
 logger = logging.getLogger("seq2seq")
@@ -36,7 +37,7 @@ class Seq2SeqDataArguments:
 
     model_init_name: str | None = field(default=None, metadata={"help": "Model folder under <mount_dir>/models to start from (e.g. flan-t5-xxl)."})
     model_init_path: str | None = field(default=None, metadata={"help": "Model path relative to the current directory, or a Hub name (e.g. t5-small)."})
-    data_name: str | None = field(default=None, metadata={"help": "Data file <mount_dir>/data/<data_name>.json holding 'train' and 'eval' lists."})
+    data_name: str | None = field(default=None, metadata={"aliases": ["--data"], "help": "Data file <mount_dir>/data/<data_name>.json holding 'train' and 'eval' lists."})
     train_file: str | None = field(default=None, metadata={"help": "Training records as JSON lines (one {\"prompt\", \"completion\"} per line); overrides data_name's train."})
     eval_file: str | None = field(default=None, metadata={"help": "Eval records as JSON lines; overrides data_name's eval."})
     predict_file: str | None = field(default=None, metadata={"help": "Records with a 'prompt' only (JSON lines or a list): sample completions for them."})
@@ -57,30 +58,26 @@ class Seq2SeqDataArguments:
                 raise UserError(f"--{name} {getattr(self, name)}: must be at least 2")
 
 
+# The script's arguments; the last names its Trainer-arguments class (trainer_arguments.py).
+ARGUMENTS = (Seq2SeqDataArguments, "MountRunArguments")
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     # Flags, paths and records first, before the heavy imports: a mistake is reported in about a second,
     # before anything is written.
-    early = light_parse((Seq2SeqDataArguments, EarlyTrainingFlags), argv)
+    early = light_parse(ARGUMENTS, argv)
     checked = check_inputs(*early) if early else None
 
     from transformers import DataCollatorForSeq2Seq, set_seed
 
     from data_collators import PaddingCounter
     from modeling import fit_embeddings_to_tokenizer, load_model, load_tokenizer
-    from scoring import SamplingSeq2SeqTrainer
-    from training import (
-        MountRunArguments,
-        finite_loss,
-        plot_loss_curve,
-        run_training,
-        setup_logging,
-        token_weighted_cross_entropy,
-        use_t5_adafactor,
-        write_provenance,
-    )
+    from runner import rank_zero_value, run_training, setup_logging
+    from trainers import SamplingTrainer
 
-    data_args, training_args = parse_args((Seq2SeqDataArguments, MountRunArguments), argv, __doc__)
-    model_dir, training_args.output_dir, records = checked or check_inputs(data_args, training_args)
+    data_args, training_args = parse_args(ARGUMENTS, argv, __doc__, early)
+    model_dir, run_dir, records = checked or check_inputs(data_args, training_args)
+    training_args.output_dir = rank_zero_value(training_args, run_dir)  # one run dir for all processes
     setup_logging(training_args)
     to_predict = records.pop("predict", [])
 
@@ -97,19 +94,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # Trainer whose evaluation also samples completions and scores them.
     sampler = CompletionSampler(records.get("eval", []), tokenizer, data_args, training_args.output_dir, training_args.seed)
-    trainer = SamplingSeq2SeqTrainer(
+    trainer = SamplingTrainer(
         model=model, args=training_args, train_dataset=datasets_by_split.get("train"),
-        eval_dataset=datasets_by_split.get("eval"), data_collator=collator, processing_class=tokenizer,
-        compute_loss_func=finite_loss(token_weighted_cross_entropy), sampler=sampler,
+        eval_dataset=datasets_by_split.get("eval"), data_collator=collator, processing_class=tokenizer, sampler=sampler,
     )
-    use_t5_adafactor(trainer)
 
     # Train, evaluate (and sample), predict.
     results: dict[str, Any] = {}
     if not training_args.no_train:
         results.update(run_training(trainer))
-        trainer.save_model(training_args.output_dir)
-        trainer.save_state()
     if "eval" in datasets_by_split:
         results.update(sampler.last_metrics if sampler.last_step == trainer.state.global_step else trainer.evaluate())
     if to_predict:
@@ -118,12 +111,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # Outputs (the main process only): an evaluation-only run adds files beside a finished one.
     if trainer.is_world_process_zero():
         out = training_args.output_dir
-        if training_args.no_train:
-            write_json_atomic(unique_path(os.path.join(out, "eval_results.json")), results)
-        else:
-            write_provenance(out, (data_args, training_args), argv)
-            plot_loss_curve(trainer.state.log_history, os.path.join(out, "loss_curve.png"))
-            write_json_atomic(os.path.join(out, FINISHED_MARKER), results)  # last: marks the run finished
+        RunOutputs(out, evaluation_only=training_args.no_train).finish(results, trainer.state.log_history, (data_args, training_args), argv)
         shown = {k: round(v, 2) for k, v in results.items() if k.startswith("eval_") and isinstance(v, float)}
         print(f"{shown}; outputs in {out}")
     return results
@@ -230,8 +218,8 @@ class CompletionSampler:
         samples = self.sample(trainer, [r["prompt"] for r in self.records], step)
         metrics = generation_metrics(samples, [r["completion"] for r in self.records], self.tokenizer)
         if trainer.is_world_process_zero():
-            path = unique_path(os.path.join(self.output_dir, f"eval_{step}.json"))
-            write_json_atomic(path, [{**record, "samples": s} for record, s in zip(self.records, samples)])
+            path = write_records(unique_path(os.path.join(self.output_dir, f"eval_{step}.json")),
+                                 [{"samples": s} for s in samples], carry=self.records)
             logger.info("step %d: %d eval records x %d samples written to %s", step, len(samples), self.n_samples, path)
         self.last_step = step
         return metrics
@@ -243,7 +231,7 @@ class CompletionSampler:
         name = os.path.splitext(os.path.basename(source))[0]
         path = unique_path(os.path.join(self.output_dir, f"predict_{name}_{step}.json"))
         if trainer.is_world_process_zero():
-            write_json_atomic(path, [{**record, "samples": s} for record, s in zip(records, samples)])
+            write_records(path, [{"samples": s} for s in samples], carry=records)
         return path
 
 

@@ -15,7 +15,7 @@ files), the loaded splits have the Hub's column names: the entry's text columns,
 from __future__ import annotations
 
 import csv
-import json
+import io
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cli import UserError
-from constants import DATASET_VALS
+from errors import UserError
+from constants import DATASET_VALS, normalize_entry
+from records import read_records, read_text
 
 if TYPE_CHECKING:
     import datasets
@@ -34,11 +35,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Entry = Mapping[str, Any]
-ROLES = ("train", "validation", "test")
 
 
 def get_task(benchmark: str, task: str) -> Entry:
-    """The registry entry of `benchmark`/`task`, or a UserError listing the valid ones."""
+    """The registry entry of `benchmark`/`task`, or a UserError listing the valid ones.
+
+    An entry put into `DATASET_VALS` directly (as the original toolkit's README showed) is validated and
+    normalised here, once, by the same `constants.normalize_entry` as the built-in ones.
+    """
     if benchmark not in DATASET_VALS:
         raise UserError(f"unknown benchmark {benchmark!r}; valid: {', '.join(DATASET_VALS)}")
     if task not in DATASET_VALS[benchmark]:
@@ -46,7 +50,10 @@ def get_task(benchmark: str, task: str) -> Entry:
             f"unknown task {task!r} of benchmark {benchmark!r}; "
             f"valid: {', '.join(DATASET_VALS[benchmark])}"
         )
-    return DATASET_VALS[benchmark][task]
+    entry = DATASET_VALS[benchmark][task]
+    if entry.get("name") != f"{benchmark}/{task}":  # not normalised yet
+        entry = DATASET_VALS[benchmark][task] = normalize_entry(benchmark, task, entry)
+    return entry
 
 
 # --- labels ------------------------------------------------------------------------------------
@@ -126,6 +133,36 @@ def submission_value(entry: Entry, prediction: str) -> str | int | float:
     return (entry["submission_labels"] or entry["labels"])[label_id]
 
 
+# --- tokenizing -----------------------------------------------------------------------------------
+
+
+def tokenize_task_split(entry: Entry, split: str, dataset: Any, tokenizer: Any, max_source_length: int, max_target_length: int,
+                        num_proc: int | None = None) -> Any:
+    """T5 text-to-text pairs -> input_ids / attention_mask / labels, truncated (and counted) with `</s>` kept."""
+    from modeling import encode_truncated
+
+    has_labels = any(label not in (None, -1) for label in dataset[entry["label_column_name"]])
+
+    def tokenize(batch: dict[str, list]) -> dict[str, list]:
+        records = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        input_ids, source_truncated = encode_truncated(tokenizer, [format_source(entry, r) for r in records], max_source_length)
+        out = {"input_ids": input_ids, "attention_mask": [[1] * len(ids) for ids in input_ids], "source_truncated": source_truncated}
+        if has_labels:
+            targets = [format_target(entry, r) or "" for r in records]
+            out["labels"], out["target_truncated"] = encode_truncated(tokenizer, targets, max_target_length)
+        else:
+            out["target_truncated"] = [False] * len(records)
+        return out
+
+    tokenized = dataset.map(tokenize, batched=True, remove_columns=dataset.column_names,
+                            num_proc=num_proc, desc=f"tokenizing {split}")
+    for kind, limit_flag in (("source", "--max_source_length"), ("target", "--max_target_length")):
+        count = sum(tokenized[f"{kind}_truncated"])
+        if count:
+            logger.warning("%s: %d of %d %ss truncated to %s", split, count, len(tokenized), kind, limit_flag)
+    return tokenized.remove_columns(["source_truncated", "target_truncated"])
+
+
 # --- loading -------------------------------------------------------------------------------------
 
 
@@ -146,8 +183,10 @@ def load_task_splits(
     an explicit file (csv, tsv, json, jsonl, parquet; it stands for the role's first split, e.g.
     MNLI's validation_matched); else `dataset_dir`, a local copy holding one folder per task in the
     Hub repository layout (`DIR/sst2/train-00000-of-00001.parquet`) or the original benchmark files
-    (`DIR/SST-2/train.tsv`, `DIR/BoolQ/val.jsonl`); else, when no file was given at all, the Hub
-    (`datasets.load_dataset(hub_path, hub_config)`) or, for a generated task, its generator.
+    (`DIR/SST-2/train.tsv`, `DIR/BoolQ/val.jsonl`), or what the entry's loader (`LOADERS`) finds
+    there; else, when no file was given at all, the entry's loader (e.g. the toy task's generator) or
+    the Hub (`datasets.load_dataset(hub_path, hub_config)`). An entry with a `split_rule` and no
+    validation file of its own gets its validation split carved from the train split (`split_rule_indices`).
     `local` is `read_local_splits`' result for the same arguments, when the caller read the files first.
     """
     import datasets  # here, not at the top: scripts' `--help` stays fast
@@ -157,12 +196,14 @@ def load_task_splits(
                                   test_file=test_file, roles=roles)
     splits = {name: _as_dataset(entry, columns) for name, columns in local.columns.items()}
     rest = local.rest
-    if rest and entry["generator"]:
-        generated = generate_toy_splits(entry["generator"])
-        text_column, label_column = entry["text_columns"][0], entry["label_column_name"]
-        for name, is_test in rest.items():  # as `write_toy_benchmark` writes it: no test labels
-            rows = [{text_column: s, **({} if is_test else {label_column: y})} for s, y in generated[name]]
-            splits[name] = _as_dataset(entry, _validated_columns(entry, Path("<generated>"), rows, list(rows[0]), None, is_test))
+    loader = get_loader(entry)
+    if rest and loader is not None:
+        produced = loader(entry, None)
+        for name, is_test in rest.items():
+            if not produced.get(name):
+                raise UserError(f"task {entry['name']}: loader {entry['loader']!r} produced no {name!r} split; "
+                                "pass a dataset directory or files")
+            splits[name] = _as_dataset(entry, _loaded_columns(entry, name, produced[name], is_test))
     elif rest:
         if entry["hub_path"] is None:
             raise UserError(f"task {entry['name']} has no Hub copy; pass a dataset directory or files")
@@ -178,16 +219,42 @@ def load_task_splits(
                 source = f"{entry['hub_path']} {entry['hub_config']}"
                 raise UserError(f"{source}: split {name!r} is missing or empty")
             splits[name] = hub[name]
+    train_name, validation_name = entry["splits"].get("train", [None])[0], entry["splits"].get("validation", [None])[0]
+    if local.carve_validation and train_name in splits:
+        train = splits.pop(train_name)
+        train_rows, validation_rows = split_rule_indices(entry, len(train))
+        if local.keep_train:
+            splits[train_name] = train.select(train_rows)
+        splits[validation_name] = train.select(validation_rows)
     return datasets.DatasetDict(splits)
+
+
+def split_rule_indices(entry: Entry, count: int) -> tuple[list[int], list[int]]:
+    """(train, validation) row indices of a single native file under the entry's `split_rule`.
+
+    A seeded shuffle (`random.Random(seed)`) of the `count` rows; the first round(count *
+    validation_fraction) of it, at least one and never all, are the validation split. Both lists keep
+    file order, and the same file, fraction and seed give the same split on every machine.
+    """
+    rule = entry["split_rule"]
+    if count < 2:
+        raise UserError(f"task {entry['name']}: split_rule needs at least 2 training records to carve a validation split; got {count}")
+    order = list(range(count))
+    random.Random(rule["seed"]).shuffle(order)
+    size = min(max(round(count * rule["validation_fraction"]), 1), count - 1)
+    return sorted(order[size:]), sorted(order[:size])
 
 
 @dataclass
 class LocalSplits:
-    """The splits read from local files (split name -> validated columns) and those still to load
-    from the Hub or the task's generator (split name -> is a test split)."""
+    """The splits read from local files (split name -> validated columns), those still to load from
+    the Hub or the task's loader (split name -> is a test split), and whether `load_task_splits` carves
+    the validation split from the train split (the entry's `split_rule`) and then keeps the train split."""
 
     columns: dict[str, dict[str, list[Any]]]
     rest: dict[str, bool]
+    carve_validation: bool = False
+    keep_train: bool = True
 
 
 def read_local_splits(
@@ -209,19 +276,35 @@ def read_local_splits(
 
     if dataset_dir is not None and not Path(dataset_dir).is_dir():
         raise UserError(f"dataset directory {dataset_dir} does not exist")
+    # A split rule reads the train split's source in place of a validation split of its own.
+    carve = bool(entry["split_rule"]) and "validation" in roles and not validation_file
+    keep_train = "train" in roles
+    if carve:
+        roles = ["train"] + [role for role in roles if role not in ("train", "validation")]
     columns: dict[str, dict[str, list[Any]]] = {}
     rest: dict[str, bool] = {}
+    loaded: dict[str, list[dict[str, Any]]] | None = None  # the loader's splits, read once
     for role in roles:
         is_test = role == "test"
         if files[role]:
             columns[entry["splits"][role][0]] = _read_files(entry, [Path(files[role])], is_test)
         elif dataset_dir is not None:
             for name in entry["splits"][role]:
-                paths = _find_split_files(entry, name, Path(dataset_dir))
-                columns[name] = _read_files(entry, paths, is_test, entry["tsv_headerless"].get(name))
+                try:
+                    paths = _find_split_files(entry, name, Path(dataset_dir))
+                except UserError:
+                    loader = get_loader(entry)
+                    if loader is None:
+                        raise
+                    loaded = loader(entry, Path(dataset_dir)) if loaded is None else loaded
+                    if not loaded.get(name):
+                        raise
+                    columns[name] = _loaded_columns(entry, name, loaded[name], is_test)
+                else:
+                    columns[name] = _read_files(entry, paths, is_test, entry["tsv_headerless"].get(name))
         elif not any(files.values()):
             rest.update({name: is_test for name in entry["splits"][role]})
-    return LocalSplits(columns, rest)
+    return LocalSplits(columns, rest, carve_validation=carve, keep_train=keep_train)
 
 
 def _find_split_files(entry: Entry, split: str, root: Path) -> list[Path]:
@@ -262,38 +345,21 @@ def _read_file(
     """Rows (dicts), column names, and the line number of the first row (None: report row indices)."""
     if not path.is_file():
         raise UserError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    try:
-        return _read_rows(path, suffix, headerless)
-    except UnicodeDecodeError as error:
-        raise UserError(f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start}); re-encode it as UTF-8") from None
+    return _read_rows(path, path.suffix.lower(), headerless)
 
 
 def _read_rows(
     path: Path, suffix: str, headerless: Sequence[str] | None
 ) -> tuple[list[dict[str, Any]], list[str], int | None]:
     if suffix in (".tsv", ".csv"):
-        with path.open(newline="", encoding="utf-8") as f:
-            # GLUE TSVs hold unbalanced quotes (e.g. SST-2, MNLI): quoting must be off for them.
-            tsv = suffix == ".tsv"
-            lines = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if tsv else csv.reader(f))
+        text = io.StringIO(read_text(path), newline="")
+        # GLUE TSVs hold unbalanced quotes (e.g. SST-2, MNLI): quoting must be off for them.
+        tsv = suffix == ".tsv"
+        lines = list(csv.reader(text, delimiter="\t", quoting=csv.QUOTE_NONE) if tsv else csv.reader(text))
         columns = list(headerless) if headerless else (lines.pop(0) if lines else [])
         return [dict(zip(columns, line)) for line in lines], columns, 1 if headerless else 2
     if suffix in (".jsonl", ".json"):
-        text = path.read_text(encoding="utf-8")
-        try:  # JSON lines, or one JSON list of records
-            if text.lstrip().startswith("["):
-                rows = json.loads(text)
-            else:
-                rows = []
-                for number, line in enumerate(text.splitlines(), start=1):
-                    if line.strip():
-                        try:
-                            rows.append(json.loads(line))
-                        except json.JSONDecodeError as error:
-                            raise UserError(f"{path}: line {number}: invalid JSON at column {error.colno}: {error.msg}") from None
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
+        rows = read_records(str(path))  # JSON lines, or one JSON list of records
         if not all(isinstance(row, dict) for row in rows):
             raise UserError(f"{path}: every record must be a JSON object")
         return rows, list(dict.fromkeys(key for row in rows for key in row)), 1
@@ -359,6 +425,12 @@ def _validated_columns(
     return data
 
 
+def _loaded_columns(entry: Entry, split: str, rows: list[dict[str, Any]], is_test: bool) -> dict[str, list[Any]]:
+    """A loader's records of one split -> validated columns (messages name the loader and the row)."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    return _validated_columns(entry, Path(f"<loader {entry['loader']}, split {split}>"), rows, columns, None, is_test)
+
+
 def _as_dataset(entry: Entry, columns: dict[str, list[Any]]) -> datasets.Dataset:
     """Validated columns -> a Dataset with the Hub's features (label names, or a float score)."""
     import datasets
@@ -406,67 +478,43 @@ def _parse_label(entry: Entry, value: Any, is_test: bool, where: Callable[[], st
     )
 
 
-# --- the toy benchmark ---------------------------------------------------------------------------
+# --- loaders: data that is not csv/tsv/json/parquet rows ---------------------------------------------
+# The registry names a loader (`entry["loader"]`); the code lives here. A loader takes the entry and
+# the dataset directory (None when none was given) and returns records (dicts with the entry's text
+# and label columns, Hub or original names) per split name: the splits it can produce, possibly none.
+# `read_local_splits` calls it for the splits a dataset directory lacks in the standard layouts;
+# `load_task_splits` calls it with None where it would otherwise ask the Hub.
+
+Loader = Callable[[Entry, Path | None], dict[str, list[dict[str, Any]]]]
 
 
-def generate_toy_splits(
-    generator: Mapping[str, Any], seed: int = 0, sizes: Mapping[str, int] | None = None
-) -> dict[str, list[tuple[str, int]]]:
-    """Deterministic templated sentiment examples: split -> [(sentence, label id)].
+def _toy_generator(entry: Entry, dataset_dir: Path | None) -> dict[str, list[dict[str, Any]]]:
+    """The toy task generated in memory, as `write_toy_benchmark` writes it (no test labels).
 
-    Labels are balanced within each split (n // 2 of each, one more of label 0 for odd n) and no
-    sentence occurs twice across the splits, so validation and test measure generalisation.
+    Nothing for a dataset directory: there the toy task is the TSV files `write_toy_benchmark` wrote,
+    and a folder without them is an error, not a reason to generate.
     """
-    rng = random.Random(seed)
-    sizes = sizes or generator["sizes"]
-    seen: set[str] = set()
-    splits = {}
-    for split, n in sizes.items():
-        labels = [i % 2 for i in range(n)]
-        rng.shuffle(labels)
-        examples = []
-        for label in labels:
-            for _ in range(1000):  # redraw duplicates; the template space is far larger than any split
-                words = generator["words"][label]
-                sentence = rng.choice(generator["templates"]).format(
-                    subject=rng.choice(generator["subjects"]),
-                    subject2=rng.choice(generator["subjects"]),
-                    word=rng.choice(words),
-                    word2=rng.choice(words),
-                    intensifier=rng.choice(generator["intensifiers"]),
-                    opener=rng.choice(generator["openers"]),
-                )
-                if sentence not in seen:
-                    break
-            else:
-                raise ValueError(f"the toy generator ran out of distinct sentences at {len(seen)}")
-            seen.add(sentence)
-            examples.append((sentence, label))
-        splits[split] = examples
-    return splits
+    from examples import generate_toy_splits
+
+    if dataset_dir is not None:
+        return {}
+    text_column, label_column = entry["text_columns"][0], entry["label_column_name"]
+    return {
+        name: [{text_column: s, **({} if name in entry["splits"].get("test", []) else {label_column: y})} for s, y in examples]
+        for name, examples in generate_toy_splits(entry["generator"]).items()
+    }
 
 
-def write_toy_benchmark(
-    directory: str | Path,
-    n_train: int = DATASET_VALS["toy"]["sentiment"]["generator"]["sizes"]["train"],
-    n_validation: int = DATASET_VALS["toy"]["sentiment"]["generator"]["sizes"]["validation"],
-    n_test: int = DATASET_VALS["toy"]["sentiment"]["generator"]["sizes"]["test"],
-    seed: int = 0,
-) -> Path:
-    """Write the toy sentiment task in GLUE's original layout (SST-2's columns); returns its folder.
+LOADERS: dict[str, Loader] = {
+    "toy_generator": _toy_generator,
+}
 
-    `DIRECTORY/<tsv_dir>/train.tsv` and `dev.tsv` hold "sentence\\tlabel", `test.tsv` "index\\tsentence",
-    so `load_task_splits(entry, dataset_dir=DIRECTORY)` reads it like any GLUE task.
-    """
-    entry = DATASET_VALS["toy"]["sentiment"]
-    folder = Path(directory) / entry["tsv_dir"]
-    folder.mkdir(parents=True, exist_ok=True)
-    sizes = {"train": n_train, "validation": n_validation, "test": n_test}
-    for split, examples in generate_toy_splits(entry["generator"], seed, sizes).items():
-        if split == "test":
-            lines = ["index\tsentence"] + [f"{i}\t{s}" for i, (s, _) in enumerate(examples)]
-        else:
-            lines = ["sentence\tlabel"] + [f"{s}\t{label}" for s, label in examples]
-        (folder / entry["tsv_files"][split]).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    logger.info("wrote the toy benchmark (%s) to %s", sizes, folder)
-    return folder
+
+def get_loader(entry: Entry) -> Loader | None:
+    """The entry's loader function, None when it names none; a UserError listing `LOADERS` otherwise."""
+    name = entry["loader"]
+    if name is None:
+        return None
+    if name not in LOADERS:
+        raise UserError(f"registry entry {entry['name']}: 'loader' is {name!r}; valid: {', '.join(LOADERS)}")
+    return LOADERS[name]

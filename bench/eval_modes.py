@@ -22,7 +22,8 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
 
@@ -38,11 +39,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def train_toy_model(directory: str) -> str:
-    """A d_model-64 T5 fine-tuned from scratch on the toy task for 200 steps (its own tokenizer)."""
-    import fine_tune_t5
+    """A d_model-64 T5 fine-tuned from scratch on the toy task for 200 steps (its own tokenizer), by running
+    fine_tune_t5.py as a user would."""
+    import subprocess
+
     from constants import DATASET_VALS
     from modeling import new_t5, save_tokenizer, t5_v1_1_config, train_tokenizer
-    from tasks import generate_toy_splits
+    from examples import generate_toy_splits
 
     entry = DATASET_VALS["toy"]["sentiment"]
     sentences = [s for split in generate_toy_splits(entry["generator"]).values() for s, _ in split]
@@ -52,9 +55,9 @@ def train_toy_model(directory: str) -> str:
     new_t5(t5_v1_1_config(len(tokenizer), tokenizer, d_model=64, d_ff=128, d_kv=16, num_layers=2, num_heads=4)).save_pretrained(start)
     save_tokenizer(tokenizer, start)
     trained = os.path.join(directory, "trained")
-    fine_tune_t5.main(["--benchmark", "toy", "--dataset_name", "sentiment", "--model_name_or_path", start,
-                       "--output_dir", trained, "--max_steps", "200", "--per_device_train_batch_size", "32",
-                       "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "True"])
+    subprocess.run([sys.executable, os.path.join(ROOT, "fine_tune_t5.py"), "--benchmark", "toy", "--dataset_name", "sentiment",
+                    "--model_name_or_path", start, "--output_dir", trained, "--max_steps", "200", "--per_device_train_batch_size", "32",
+                    "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "True"], check=True, stdout=subprocess.DEVNULL)
     return trained
 
 
@@ -67,9 +70,9 @@ def main(argv: list[str] | None = None) -> None:
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
     from data_collators import PaddingCounter
-    from fine_tune_t5 import TaskArguments, tokenize_split
     from scoring import label_token_ids, score_labels
-    from tasks import generate_toy_splits, get_task
+    from examples import generate_toy_splits
+    from tasks import get_task, tokenize_task_split
 
     entry = get_task("toy", "sentiment")
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,8 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     splits = generate_toy_splits(entry["generator"], sizes=sizes)
     raw = {name: datasets.Dataset.from_dict({"sentence": [s for s, _ in rows], "label": [y for _, y in rows]})
            for name, rows in splits.items()}
-    task_args = TaskArguments(dataset_name="sentiment", benchmark="toy", max_source_length=args.max_source_length)
-    tokenized = {name: tokenize_split(entry, name, ds, tokenizer, task_args) for name, ds in raw.items()}
+    tokenized = {name: tokenize_task_split(entry, name, ds, tokenizer, args.max_source_length, 128) for name, ds in raw.items()}
     collate = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)
     evaluation = tokenized["validation"]
     batches = [collate([evaluation[j] for j in range(i, min(i + args.batch_size, len(evaluation)))])

@@ -229,7 +229,8 @@ def run_plain_loop(args: argparse.Namespace, files: tuple[str, str, str], bf16: 
     tokenizer = load_tokenizer(model_dir)
     expanded, _ = compute_input_and_target_lengths(args.max_seq_length, 0.15, 3.0)
     raw = load_raw_corpus(find_corpus_files(train_file, validation_file, None), None, None, "text", False)
-    rows = tokenize_and_pack(raw, tokenizer, expanded, "text", None, _no_barrier)["train"]
+    one_process = lambda desc="": contextlib.nullcontext()  # noqa: E731  (main_process_first stand-in)
+    rows = tokenize_and_pack(raw, tokenizer, expanded, "text", None, one_process)["train"]
     rows = rows.map(lambda _, i: {"row_id": i}, with_indices=True)
     collator = T5DataCollator(tokenizer, 0.15, 3.0, args.max_seq_length, seed=SEED)
     loader = DataLoader(rows, batch_size=args.batch_size, shuffle=False, collate_fn=collator)
@@ -259,19 +260,6 @@ def run_plain_loop(args: argparse.Namespace, files: tuple[str, str, str], bf16: 
         sync()
         record.times.append(time.perf_counter())
     return record
-
-
-class _no_barrier:
-    """Stands in for TrainingArguments.main_process_first in the single-process loop."""
-
-    def __init__(self, desc: str = "") -> None:
-        pass
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 # --- Report --------------------------------------------------------------------------------------------

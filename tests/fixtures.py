@@ -70,7 +70,7 @@ def task_tokenizer() -> Any:
     """A T5 tokenizer trained on the toy task's sentences and the registry's label words."""
     from constants import DATASET_VALS
     from modeling import train_tokenizer
-    from tasks import generate_toy_splits
+    from examples import generate_toy_splits
 
     entry = DATASET_VALS["toy"]["sentiment"]
     sentences = [s for split in generate_toy_splits(entry["generator"]).values() for s, _ in split]

@@ -7,9 +7,9 @@ must exit with code 2 and print exactly one non-empty line on stderr: `error: ` 
 that names the file, record, field or flag involved (a regex per case), and no traceback. The case's
 output directory or run folder must not exist afterwards; a finished run it was pointed at must be
 byte-for-byte unchanged. And the mistake must be found before the heavy imports (`-X importtime`
-shows no torch, transformers or datasets), so that it is reported in about a second; the few cases
-only the full argument parse can judge (an unknown flag) are marked `late`. The commands run two at
-a time in setUpClass.
+shows no torch, transformers or datasets), so that it is reported in about a second; that includes
+unknown and abbreviated flags (the early parse knows every flag). The commands run two at a time in
+setUpClass.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ class Case:
     pattern: str  # re.search on the message after "error: "
     absent: tuple[str, ...] = ()  # paths that must not exist afterwards
     unchanged: str | None = None  # a finished run dir whose files must stay as they were
-    late: bool = False  # found by the full parse, after the heavy imports
 
 
 HEAVY = ("torch", "transformers", "datasets")  # what the early checks must not import
@@ -78,12 +77,6 @@ def finished(case: tuple[str, Case], run_dir: str) -> tuple[str, Case]:
     """A case pointed at a finished run: its files must stay exactly as they were (the name is the run's)."""
     name, c = case
     return name, dataclasses.replace(c, absent=(), unchanged=run_dir)
-
-
-def late(case: tuple[str, Case]) -> tuple[str, Case]:
-    """A case only the full argument parse can judge (after the heavy imports)."""
-    name, c = case
-    return name, dataclasses.replace(c, late=True)
 
 
 TOY = ["--benchmark", "toy", "--dataset_name", "sentiment"]  # sentence, label (negative/positive)
@@ -158,17 +151,16 @@ CASES: list[tuple[str, Case]] = [
     clf("clf_empty_train", ["--data_name", "clf_empty_train"],
         r"^\S+/data/clf_empty_train\.json: the train split is empty$"),
     clf("clf_not_utf8_data", ["--data_name", "clf_latin1"],
-        r"^\S+/data/clf_latin1\.json: not UTF-8 text \(byte 0xe9 at offset 25\)$"),
+        r"^\S+/data/clf_latin1\.json: not UTF-8 text \(byte 0xe9 at offset 25\); re-encode it as UTF-8$"),
     clf("clf_not_utf8_config", ["--config", "{tmp}/clf/latin1.yaml", "--data_name", "clf_good"],
-        r"^\S+/clf/latin1\.yaml: not UTF-8 text \(byte 0xe9 at offset 27\)$"),
+        r"^\S+/clf/latin1\.yaml: not UTF-8 text \(byte 0xe9 at offset 27\); re-encode it as UTF-8$"),
     clf("clf_invalid_config_yaml", ["--config", "{tmp}/clf/bad.yaml", "--data_name", "clf_good"],
         r"^\S+/clf/bad\.yaml: invalid YAML at line 2 column 20: mapping values are not allowed here$"),
     clf("clf_template_without_input", ["--data_name", "clf_good", "--template", "Is it sport?"],
         r"^--template 'Is it sport\?': must contain \{input\}"),
     clf("clf_fp16", ["--data_name", "clf_good", "--fp16"],
         r"^--fp16: T5's activations overflow float16 .* pass --allow_fp16 to force it$"),
-    late(clf("clf_unknown_flag", ["--data_name", "clf_good", "--yes_tokn", "yes"],
-             r"^Some specified arguments are not used by the HfArgumentParser: \['--yes_tokn', 'yes'\]$")),
+    clf("clf_unknown_flag", ["--data_name", "clf_good", "--yes_tokn", "yes"], r"^unknown flag --yes_tokn \(did you mean --yes_token\?\)$"),
     clf("clf_no_model_folder", ["--data_name", "clf_good", "--model_pretrain_name", "{tmp}/no_such_model"],
         r"^--model_pretrain_name '\S+/no_such_model': no such local directory, and not a Hub name \(org/name\)$"),
     finished(clf("finished_clf", ["--data_name", "clf_good"],
@@ -280,10 +272,7 @@ class BadInputTest(parameterized.TestCase):
         self.assertRegex(lines[0].removeprefix("error: "), re.compile(case.pattern), where)
         for path in case.absent:
             self.assertFalse(os.path.exists(self.fill(path)), f"{self.fill(path)} left behind by\n{where}")
-        if not case.late:
-            self.assertEqual(sorted(imported & set(HEAVY)), [], f"imported before the mistake was found:\n{where}")
-        else:
-            self.assertIn("transformers", imported, "a late case that is found early: drop its `late`")
+        self.assertEqual(sorted(imported & set(HEAVY)), [], f"imported before the mistake was found:\n{where}")
 
     @parameterized.named_parameters((name, name, case) for name, case in CASES if case.unchanged)
     def test_finished_run_unchanged(self, name: str, case: Case) -> None:

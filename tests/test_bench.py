@@ -1,4 +1,4 @@
-"""The pre-training throughput benchmark runs (a tiny CPU smoke, no timing assertions) and counts right.
+"""The benchmarks run (tiny CPU smokes, no timing assertions) and the throughput one counts right.
 
     HF_HUB_OFFLINE=1 python -m pytest -q -p no:logging tests/test_bench.py
 """
@@ -69,6 +69,29 @@ class SmokeTest(absltest.TestCase):
         self.assertLess(variants["b"]["max_abs_loss_diff_vs_baseline"], 0.05)
         self.assertGreater(variants["c"]["losses"][0], 9.0)  # ~ln(32128) = 10.4 from a fresh init
         self.assertIn("(a) pipeline, defaults", proc.stdout)
+
+
+class CollatorBenchSmokeTest(absltest.TestCase):
+    def test_tiny_run_times_both_row_formats_and_names_the_pipeline_format(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "collator.json")
+            proc = subprocess.run(
+                [sys.executable, "bench/collator.py", "--batch_size", "8", "--input_length", "64", "--repeats", "2",
+                 "--warmup", "1", "--json", out],
+                cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            )
+            self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+            with open(out, encoding="utf-8") as f:
+                report = json.load(f)
+        self.assertEqual(report["row_length"], 70)  # 64 corrupted inputs
+        self.assertEqual(sorted(report["formats"]), ["lists", "numpy"])
+        for figures in report["formats"].values():
+            self.assertGreater(figures["speedup"], 0)
+            self.assertGreater(figures["T5DataCollator_median_ms"], 0)
+        self.assertEqual(report["pipeline_row_format"], "numpy")  # what corpus.tokenize_and_pack hands over
+        self.assertIn("lists rows: T5DataCollator is", proc.stdout)
+        self.assertIn("numpy rows: T5DataCollator is", proc.stdout)
+        self.assertIn("pre_train_t5.py hands the collator numpy rows", proc.stdout)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,12 @@ from absl.testing import absltest, parameterized
 from tests.fixtures import tiny_t5_config
 
 import clf  # noqa: E402  (after fixtures: they set HF_HUB_OFFLINE)
-import training  # noqa: E402
-from cli import UserError, parse_args
+import examples  # noqa: E402
+import trainer_arguments  # noqa: E402
+from data_collators import YesNoCollator  # noqa: E402
+from scoring import YesNoHead  # noqa: E402
+from errors import UserError
+from arguments import parse_args
 from metrics import calibration_bins, compute_soft_label_metrics, expected_calibration_error, soft_label_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,7 +39,7 @@ def yes_no_tokenizer() -> Any:
     """A SentencePiece T5 tokenizer trained on the generated sentences and the question, where yes and no are whole."""
     from modeling import train_tokenizer
 
-    sentences = [r["input"] for split in clf.example_data(seed=1, sizes=TASK_SIZES).values() for r in split]
+    sentences = [r["input"] for split in examples.clf_example_data(seed=1, sizes=TASK_SIZES).values() for r in split]
     tokenizer = train_tokenizer(sentences + ["Is it about sport? yes no"] * 100, vocab_size=200)
     tokenizer.model_max_length = 512
     return tokenizer
@@ -55,7 +59,7 @@ def make_mount(root: str) -> str:
     mount = os.path.join(root, "mount")
     tiny_t5().save_pretrained(os.path.join(mount, "models", "tiny"))
     save_tokenizer(yes_no_tokenizer(), os.path.join(mount, "models", "tiny"))
-    write_json(os.path.join(mount, "data", "sport.json"), clf.example_data(seed=1, sizes=TASK_SIZES))
+    write_json(os.path.join(mount, "data", "sport.json"), examples.clf_example_data(seed=1, sizes=TASK_SIZES))
     return mount
 
 
@@ -83,7 +87,7 @@ class YesNoHeadTest(absltest.TestCase):
         return logits
 
     def test_loss_equals_hand_computed_binary_cross_entropy(self) -> None:
-        head = clf.YesNoHead(self.YES, self.NO)
+        head = YesNoHead(self.YES, self.NO)
         labels = torch.tensor([[0.8], [0.25]])
         first = -(0.8 * math.log(0.75) + 0.2 * math.log(0.25))  # 0.507405
         second = -(0.25 * math.log(0.5) + 0.75 * math.log(0.5))  # ln 2
@@ -93,7 +97,7 @@ class YesNoHeadTest(absltest.TestCase):
                                (first + second) / 4, places=6)
 
     def test_loss_is_cross_entropy_of_the_two_way_softmax(self) -> None:
-        head = clf.YesNoHead(self.YES, self.NO)
+        head = YesNoHead(self.YES, self.NO)
         labels = torch.tensor([[0.8], [0.25]])
         log_p = torch.log_softmax(self.logits()[:, 0, [self.YES, self.NO]], dim=-1)
         soft = torch.cat([labels, 1 - labels], dim=1)
@@ -101,20 +105,20 @@ class YesNoHeadTest(absltest.TestCase):
         self.assertAlmostEqual(head.loss((self.logits(),), labels).item(), expected.item(), places=6)
 
     def test_scores(self) -> None:
-        head = clf.YesNoHead(self.YES, self.NO)
+        head = YesNoHead(self.YES, self.NO)
         torch.testing.assert_close(head.scores((self.logits(), torch.zeros(2, 3, 8))), torch.tensor([0.75, 0.5]))
         extreme = torch.zeros(2, 1, 4)
         extreme[0, 0, self.YES], extreme[1, 0, self.NO] = 1e4, 1e4
         torch.testing.assert_close(head.scores(extreme), torch.tensor([1.0, 0.0]))  # finite, in [0, 1]
 
     def test_collator(self) -> None:
-        batch = clf.YesNoCollator(pad_token_id=0, decoder_start_token_id=0)(
+        batch = YesNoCollator(pad_token_id=0, decoder_start_token_id=0)(
             [{"input_ids": [5, 6, 1], "labels": 0.8}, {"input_ids": [7, 1], "labels": 0.1}])
         torch.testing.assert_close(batch["input_ids"], torch.tensor([[5, 6, 1], [7, 1, 0]]))
         torch.testing.assert_close(batch["attention_mask"], torch.tensor([[1, 1, 1], [1, 1, 0]]))
         torch.testing.assert_close(batch["decoder_input_ids"], torch.tensor([[0], [0]]))  # one decoder step
         torch.testing.assert_close(batch["labels"], torch.tensor([[0.8], [0.1]]))
-        self.assertNotIn("labels", clf.YesNoCollator(0, 0)([{"input_ids": [5, 1]}]))
+        self.assertNotIn("labels", YesNoCollator(0, 0)([{"input_ids": [5, 1]}]))
 
 
 class GradientAccumulationTest(absltest.TestCase):
@@ -125,13 +129,13 @@ class GradientAccumulationTest(absltest.TestCase):
 
         tokenizer = yes_no_tokenizer()
         yes, no = (clf.single_token_id(tokenizer, w, w) for w in ("yes", "no"))
-        head = clf.YesNoHead(yes, no)
+        head = YesNoHead(yes, no)
         rng = np.random.default_rng(0)
         features = [{"input_ids": rng.integers(3, len(tokenizer) - 100, size=4 + i).tolist() + [1], "labels": float(t)}
                     for i, t in enumerate([0.0, 0.1, 0.35, 0.5, 0.6, 0.8, 0.95, 1.0])]  # lengths differ: padding must not matter
         model = tiny_t5(seed=0)
         with torch.no_grad():  # the mean loss of the 8 examples before the step
-            batch = clf.YesNoCollator(0, 0)(features)
+            batch = YesNoCollator(0, 0)(features)
             labels = batch.pop("labels")
             expected_loss = head.loss(model(**batch), labels).item()
 
@@ -142,7 +146,7 @@ class GradientAccumulationTest(absltest.TestCase):
                 grads.update({name: p.grad.detach().clone() for name, p in model.named_parameters()})
 
         with tempfile.TemporaryDirectory() as out:
-            args = training.MountRunArguments(
+            args = trainer_arguments.MountRunArguments(
                 per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation, max_steps=1,
                 logging_steps=1, report_to="none", save_strategy="no", max_grad_norm=0.0, disable_tqdm=True, seed=0,
             )
@@ -227,7 +231,7 @@ class ClfEndToEndTest(absltest.TestCase):
             "--training_run_name", "sport-run", "--template", TEMPLATE_FLAG, "--max_steps", "120",
             "--learning_rate", "3e-3", "--train_batch_size", "32", "--eval_batch_size", "64", "--logging_steps", "20",
         ] + QUIET)
-        cls.eval_records = clf.example_data(seed=1, sizes=TASK_SIZES)["eval"]
+        cls.eval_records = examples.clf_example_data(seed=1, sizes=TASK_SIZES)["eval"]
 
     @classmethod
     def tearDownClass(cls) -> None:
@@ -298,7 +302,7 @@ class ClfEndToEndTest(absltest.TestCase):
 
 class ArgumentsTest(absltest.TestCase):
     def test_aliases_eval_steps_and_template(self) -> None:
-        data_args, training_args = parse_args((clf.ClfDataArguments, training.MountRunArguments), [
+        data_args, training_args = parse_args(clf.ARGUMENTS, [
             "--model_pretrain_name", "google/flan-t5-xl", "--data_name", "d", "--train_batch_size", "4",
             "--eval_batch_size", "16", "--eval_steps", "2000", "--template", "Q?\\n\\narticle: {input}\\noutput:"])
         self.assertEqual((training_args.per_device_train_batch_size, training_args.per_device_eval_batch_size), (4, 16))
@@ -321,9 +325,9 @@ class ExampleDataTest(absltest.TestCase):
 
         path = os.path.join(ROOT, "mount", "data", "clf_example.json")
         with open(path, encoding="utf-8") as f:
-            self.assertEqual(json.load(f), clf.example_data())
+            self.assertEqual(json.load(f), examples.clf_example_data())
         splits = load_splits({}, path, clf.SOFT_LABELED, ("train", "eval"))
-        self.assertEqual({k: len(v) for k, v in splits.items()}, clf.EXAMPLE_SIZES)
+        self.assertEqual({k: len(v) for k, v in splits.items()}, examples.EXAMPLE_SIZES)
         inputs = [r["input"] for rows in splits.values() for r in rows]
         self.assertEqual(len(set(inputs)), len(inputs))  # eval measures generalisation
 

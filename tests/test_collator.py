@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -473,6 +474,107 @@ class WorkerSeedingTest(absltest.TestCase):
         """Non-persistent workers are re-created each epoch; torch gives each a fresh seed, so masks differ."""
         first, second = self._batches(T5DataCollator(StubTokenizer(), input_length=64), epochs=2)
         self.assertFalse(torch.equal(first[0], second[0]))
+
+
+class RowFormatTest(parameterized.TestCase):
+    """pre_train_t5.py hands the collator numpy rows; lists still work and give the same batches."""
+
+    @parameterized.parameters(np.int64, np.int32)
+    def test_numpy_rows_give_the_same_batch_as_lists(self, dtype):
+        rows = random_rows(np.random.default_rng(0), 8, 568)
+        as_lists = [{"input_ids": row.tolist(), "row_id": i} for i, row in enumerate(rows)]
+        # Rows of a numpy-formatted Dataset are views of one batch array; a streamed one gives 0-d row ids.
+        as_numpy = [{"input_ids": row, "row_id": np.array(i)} for i, row in enumerate(rows.astype(dtype))]
+        from_lists = T5DataCollator(StubTokenizer(), seed=4)(as_lists)
+        from_numpy = T5DataCollator(StubTokenizer(), seed=4)(as_numpy)
+        self.assertEqual(set(from_numpy), {"input_ids", "labels", "decoder_input_ids"})
+        for key in from_lists:
+            self.assertEqual(from_numpy[key].dtype, torch.int64)
+            torch.testing.assert_close(from_numpy[key], from_lists[key], rtol=0, atol=0)
+
+    def test_precorrupted_numpy_rows_are_stacked(self):
+        batch = T5DataCollator(StubTokenizer())(as_examples(random_rows(np.random.default_rng(0), 3, 568)))
+        rows = [{key: value[i].numpy() for key, value in batch.items()} for i in range(3)]
+        stacked = T5DataCollator(StubTokenizer())(rows)
+        for key in batch:
+            torch.testing.assert_close(stacked[key], batch[key], rtol=0, atol=0)
+
+    def test_ragged_numpy_rows(self):
+        examples = [{"input_ids": np.full(n, 5)} for n in (568, 560, 568)]
+        with self.assertRaisesRegex(ValueError, r"examples must all hold 568 tokens, got lengths \[560, 568\]"):
+            T5DataCollator(StubTokenizer())(examples)
+
+
+class PipelineRowFormatTest(parameterized.TestCase):
+    """The packed rows reach the collator as numpy arrays, in memory and streamed, in a real pre_train_t5 run."""
+
+    @parameterized.named_parameters(("in_memory", False), ("streaming", True))
+    def test_packed_rows_are_numpy_arrays(self, streaming):
+        import contextlib
+
+        import datasets
+
+        from corpus import split_off_validation, tokenize_and_pack
+
+        documents = datasets.Dataset.from_dict({"text": generated_corpus(200)})
+        raw = datasets.DatasetDict({"train": documents.to_iterable_dataset() if streaming else documents})
+        packed = tokenize_and_pack(raw, tiny_tokenizer(), 39, "text", None, lambda desc="": contextlib.nullcontext())
+        train, validation = split_off_validation(packed, 10.0, 0, 4, "test")
+        train = train.map(lambda _, i: {"row_id": i}, with_indices=True)  # as pre_train_t5.py does
+        for rows in (train, validation):
+            row = next(iter(rows))
+            self.assertIsInstance(row["input_ids"], np.ndarray)
+            self.assertEqual(row["input_ids"].shape, (39,))
+        self.assertEqual(int(next(iter(train))["row_id"]), 0)
+        first = [row for _, row in zip(range(4), train)]
+        batch = T5DataCollator(tiny_tokenizer(), input_length=36)(first)
+        self.assertEqual(tuple(batch["input_ids"].shape), (4, 36))
+
+    @parameterized.named_parameters(("in_memory", []), ("streaming", ["--streaming", "--max_eval_samples", "8"]))
+    def test_trainer_hands_the_collator_numpy_rows(self, flags):
+        import tempfile
+        from unittest import mock
+
+        from transformers import TrainerCallback
+
+        import pre_train_t5
+
+        calls: list[tuple[bool, bool, Any, Any]] = []  # (training started, pre-corrupted, input_ids, row_id)
+        started = []
+
+        class Started(TrainerCallback):
+            def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                started.append(True)
+
+        original = T5DataCollator.__call__
+
+        def spy(collator: T5DataCollator, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
+            calls.append((bool(started), "labels" in examples[0], examples[0]["input_ids"], examples[0].get("row_id")))
+            return original(collator, examples)
+
+        with tempfile.TemporaryDirectory() as tmp, mock.patch.object(T5DataCollator, "__call__", spy):
+            corpus = os.path.join(tmp, "corpus.txt")
+            with open(corpus, "w", encoding="utf-8") as f:
+                f.write("\n".join(generated_corpus(300)) + "\n")
+            argv = ["--output_dir", os.path.join(tmp, "run"), "--train_file", corpus, "--max_steps", "3"]
+            results = pre_train_t5.main(argv + TINY_RUN + flags, callbacks=[Started()])
+        train_calls = [(ids, row_id) for in_training, corrupted, ids, row_id in calls if in_training and not corrupted]
+        self.assertBetween(len(train_calls), 3, 4)  # one per step; accelerate's loader fetches one batch ahead
+        for ids, row_id in train_calls:
+            self.assertIsInstance(ids, np.ndarray)
+            self.assertEqual(ids.shape, (34,))  # --max_seq_length 32 expands to 34 tokens
+            self.assertTrue(np.issubdtype(np.asarray(row_id).dtype, np.integer), type(row_id))
+        self.assertTrue(any(corrupted for _, corrupted, _, _ in calls))  # the evaluation went through the collator too
+        self.assertTrue(math.isfinite(results["eval_loss"]))
+
+
+# A tiny pre_train_t5 run (see tests/test_pretrain.py).
+TINY_RUN = [
+    "--train_tokenizer_vocab_size", "200", "--d_model", "32", "--d_ff", "37", "--d_kv", "8",
+    "--num_layers", "2", "--num_heads", "4", "--max_seq_length", "32",
+    "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "16",
+    "--save_strategy", "no", "--disable_tqdm", "True", "--report_to", "none",
+]
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def predictions(run: str) -> list[dict]:
 class TwoProcessTest(absltest.TestCase):
     @classmethod
     def setUpClass(cls) -> None:
-        from tasks import write_toy_benchmark
+        from examples import write_toy_benchmark
 
         cls.tmp = tempfile.mkdtemp()
         cls.model = save_tiny_t5(os.path.join(cls.tmp, "tiny"), d_model=64)
@@ -84,6 +84,31 @@ class TwoProcessTest(absltest.TestCase):
         # The loss is a mean of per-batch means, which depend on how the examples are batched.
         self.assertLess(abs(results(one)["eval_loss"] - results(two)["eval_loss"]), 0.02 * results(one)["eval_loss"])
         self.assertEqual(predictions(one), predictions(two))
+
+
+class RunNameTest(absltest.TestCase):
+    def test_ranks_whose_clocks_straddle_a_second_share_one_run_dir(self) -> None:
+        """Without --training_run_name the run dir is named after the clock; rank 0's name is broadcast."""
+        mount = tempfile.mkdtemp()
+        save_tiny_t5(os.path.join(mount, "models", "tiny"))
+        os.makedirs(os.path.join(mount, "data"))
+        pairs = [{"prompt": f"sentence {i}", "completion": "positive"} for i in range(8)]
+        with open(os.path.join(mount, "data", "pairs.json"), "w") as f:
+            json.dump({"train": pairs, "eval": pairs[:2]}, f)
+        proc = subprocess.run(
+            [os.path.join(BIN, "torchrun"), "--nproc_per_node", "2", "--master_port", "29533", os.path.join(ROOT, "tests", "run_name_job.py"),
+             "seq2seq.py", "--mount_dir", mount, "--model_init_name", "tiny", "--data", "pairs", "--max_steps", "2",
+             "--save_strategy", "steps", "--save_steps", "2", "--train_batch_size", "2", "--max_target_length", "4",
+             "--disable_tqdm", "True", "--report_to", "none"],
+            capture_output=True, text=True, cwd=ROOT, timeout=600,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"},
+        )
+        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+        runs = sorted(set(os.listdir(os.path.join(mount, "models"))) - {"tiny"})
+        self.assertEqual(runs, ["pairs-tiny-20261202-120000"])  # rank 0's clock; rank 1's would end in 120001
+        checkpoint = os.path.join(mount, "models", runs[0], "checkpoint-2")
+        self.assertTrue(os.path.isfile(os.path.join(checkpoint, "rng_state_1.pth")))  # rank 1 saved into the same run
+        self.assertTrue(os.path.isfile(os.path.join(mount, "models", runs[0], "all_results.json")))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,7 @@ from absl.testing import absltest, parameterized
 from tests.fixtures import save_tiny_t5, task_tokenizer
 
 import fine_tune_t5  # noqa: E402  (after fixtures: they set HF_HUB_OFFLINE)
-import training  # noqa: E402
-from cli import UserError
+from errors import UserError
 from constants import DATASET_VALS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,7 +39,7 @@ class ToyTaskTest(absltest.TestCase):
 
     @classmethod
     def setUpClass(cls) -> None:
-        from tasks import write_toy_benchmark
+        from examples import write_toy_benchmark
 
         cls.tmp = tempfile.mkdtemp()
         cls.model = save_tiny_t5(os.path.join(cls.tmp, "tiny"), d_model=64)
@@ -56,10 +55,12 @@ class ToyTaskTest(absltest.TestCase):
 
     def test_learns_the_toy_task(self) -> None:
         self.assertGreaterEqual(self.results["eval_accuracy"], 95.0)
-        self.assertEqual(self.results["sentiment/accuracy"], self.results["eval_accuracy"])
+        self.assertEqual(self.results["toy_sentiment/accuracy"], self.results["eval_accuracy"])  # keyed by benchmark
         self.assertBetween(self.results["padded_token_fraction"], 0.0, 0.5)
         with open(os.path.join(self.trained, "all_results.json")) as f:
-            self.assertAlmostEqual(json.load(f)["eval_accuracy"], self.results["eval_accuracy"])
+            saved = json.load(f)
+        self.assertAlmostEqual(saved["eval_accuracy"], self.results["eval_accuracy"])
+        self.assertEqual(saved["eval_mode"], "score")  # rank classification, the default, named in the results
         for name in ("model.safetensors", "tokenizer.json", "provenance.json", "loss_curve.png"):
             self.assertTrue(os.path.isfile(os.path.join(self.trained, name)), name)
 
@@ -82,7 +83,9 @@ class ToyTaskTest(absltest.TestCase):
             self.assertEqual(open(os.path.join(self.trained, name), "rb").read(), content, name)
         self.assertLen(read_tsv(os.path.join(self.trained, "sentiment-1.tsv")), 8)
         with open(os.path.join(self.trained, "eval_results.json")) as f:
-            self.assertEqual(json.load(f)["predict_test_examples"], 7)
+            saved = json.load(f)
+        self.assertEqual(saved["predict_test_examples"], 7)
+        self.assertEqual(saved["eval_mode"], "score")
 
     def test_offline_optuna_search_writes_its_table_and_plot(self) -> None:
         out = os.path.join(self.tmp, "hp")
@@ -113,6 +116,8 @@ class ToyTaskTest(absltest.TestCase):
         ] + QUIET)
         self.assertGreaterEqual(results["eval_accuracy"], 90.0)
         self.assertLessEqual(abs(results["eval_accuracy"] - self.results["eval_accuracy"]), 5.0)
+        with open(os.path.join(self.tmp, "generated", "eval_results.json")) as f:
+            self.assertEqual(json.load(f)["eval_mode"], "generate")
 
     def test_parquet_hub_layout_reads_the_same_examples(self) -> None:
         from tasks import get_task, load_task_splits
@@ -214,28 +219,27 @@ class GlueLayoutTest(parameterized.TestCase):
                                    "--validation_file", path, "--output_dir", os.path.join(self.tmp, "unreadable")] + QUIET)
 
     def test_task_metric_drives_the_best_checkpoint(self) -> None:
-        from cli import parse_args
+        from arguments import parse_args
 
-        args = parse_args((fine_tune_t5.TaskArguments, fine_tune_t5.ModelArguments, training.FineTuningArguments),
+        args = parse_args(fine_tune_t5.ARGUMENTS,
                           ["--dataset_name", "mnli", "--model_name_or_path", "m", "--output_dir", "o",
                            "--eval_strategy", "epoch", "--save_strategy", "epoch"])
         training_args = args[2]
         self.assertTrue(training_args.load_best_model_at_end)
         self.assertEqual((training_args.optim, training_args.learning_rate, training_args.lr_scheduler_type),
                          ("adafactor", 1e-3, "constant_with_warmup"))
-        fine_tune_t5.configure_best_model(training_args, DATASET_VALS["glue"]["mnli"], ["validation_matched", "validation_mismatched"])
-        self.assertEqual(training_args.metric_for_best_model, "validation_matched_accuracy")
-        self.assertTrue(training_args.greater_is_better)
-        no_eval = parse_args((fine_tune_t5.TaskArguments, fine_tune_t5.ModelArguments, training.FineTuningArguments),
+        self.assertIsNone(training_args.metric_for_best_model)  # main sets the task's
+        self.assertEqual(fine_tune_t5.best_model_metric(DATASET_VALS["glue"]["mnli"], ["validation_matched", "validation_mismatched"]),
+                         "validation_matched_accuracy")
+        no_eval = parse_args(fine_tune_t5.ARGUMENTS,
                              ["--dataset_name", "sst2", "--model_name_or_path", "m", "--output_dir", "o"])[2]
         self.assertFalse(no_eval.load_best_model_at_end)
         parsed = lambda *flags: parse_args(  # noqa: E731
-            (fine_tune_t5.TaskArguments, fine_tune_t5.ModelArguments, training.FineTuningArguments),
+            fine_tune_t5.ARGUMENTS,
             ["--dataset_name", "sst2", "--model_name_or_path", "m", "--output_dir", "o", *flags])[2]
         # Evaluating every logging_steps (30) while saving every 500: not best-checkpoint material, no error.
         self.assertFalse(parsed("--eval_strategy", "steps", "--save_strategy", "steps", "--logging_steps", "30").load_best_model_at_end)
         explicit = parsed("--eval_strategy", "epoch", "--save_strategy", "epoch", "--metric_for_best_model", "loss")
-        fine_tune_t5.configure_best_model(explicit, DATASET_VALS["glue"]["sst2"], ["validation"])
         self.assertEqual((explicit.metric_for_best_model, explicit.greater_is_better), ("loss", False))
 
     @parameterized.named_parameters(
@@ -268,6 +272,65 @@ class GlueLayoutTest(parameterized.TestCase):
             [f"error: {bad}/SST-2/train.tsv, line 3: column 'label': label '7' is not one of negative, positive (or ids 0-1)"],
         )
         self.assertFalse(os.path.exists(out))
+
+    def test_eval_mode_follows_the_entry_eval_kind(self) -> None:
+        from constants import normalize_entry
+
+        base = {"prefix": "p", "text_columns": ["sentence"], "labels": ["no", "yes"], "metric_names": ["accuracy"]}
+        resolve = fine_tune_t5.resolve_eval_mode
+        self.assertEqual(resolve(DATASET_VALS["glue"]["rte"], "auto"), "score")
+        self.assertEqual(resolve(DATASET_VALS["glue"]["stsb"], "auto"), "generate")
+        self.assertEqual(resolve(normalize_entry("custom", "gen", {**base, "eval_kind": "generation"}), "auto"), "generate")
+        self.assertEqual(resolve(DATASET_VALS["super_glue"]["cb"], "generate"), "generate")  # T5's published numbers
+        pairs = normalize_entry("custom", "pairs", {**base, "eval_kind": "pairwise_preference"})
+        with self.assertRaisesRegex(UserError, r"^task custom/pairs: eval_kind pairwise_preference .*fine_tune_t5\.py cannot evaluate it, bias\.py will$"):
+            resolve(pairs, "auto")
+
+
+class OriginalStyleEntryTest(absltest.TestCase):
+    """A task added as the original toolkit's README showed (`text_column_name`, labels id -> word),
+    with local TSV / JSON files, fine-tuned and evaluated end to end."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.tmp = tempfile.mkdtemp()
+        self.model = save_tiny_t5(os.path.join(self.tmp, "tiny"))
+        from tests.test_constants import ORIGINAL_STYLE
+
+        DATASET_VALS["custom"] = {"reviews": dict(ORIGINAL_STYLE)}  # as written into DATASET_VALS; normalised on first use
+        self.addCleanup(DATASET_VALS.pop, "custom", None)
+
+    def test_fine_tunes_and_predicts(self) -> None:
+        words = ["the movie was great", "the plot was dull", "a lovely score", "the cast felt weak"]
+        train = os.path.join(self.tmp, "train.tsv")
+        write_tsv(train, ["sentence", "label"], [[w, i % 2] for i, w in enumerate(words * 4)])
+        validation = os.path.join(self.tmp, "dev.json")  # one JSON list, label words and ids mixed
+        with open(validation, "w") as f:
+            json.dump([{"sentence": w, "label": ["negative", 1][i % 2]} for i, w in enumerate(words)], f)
+        test = os.path.join(self.tmp, "test.jsonl")
+        with open(test, "w") as f:
+            f.writelines(json.dumps({"idx": 20 + i, "sentence": w}) + "\n" for i, w in enumerate(words[:3]))
+        out = os.path.join(self.tmp, "out")
+        results = fine_tune_t5.main([
+            "--benchmark", "custom", "--dataset_name", "reviews", "--model_name_or_path", self.model,
+            "--train_file", train, "--validation_file", validation, "--test_file", test, "--output_dir", out,
+            "--max_steps", "3", "--per_device_train_batch_size", "4", "--do_predict",
+        ] + QUIET)
+
+        self.assertEqual(DATASET_VALS["custom"]["reviews"]["text_columns"], ["sentence"])
+        self.assertEqual(results["eval_mode"], "score")
+        self.assertBetween(results["eval_accuracy"], 0.0, 100.0)
+        self.assertIn(results["eval_accuracy"], (0.0, 25.0, 50.0, 75.0, 100.0))  # 4 validation records
+        self.assertEqual(results["custom_reviews/accuracy"], results["eval_accuracy"])
+        with open(os.path.join(out, "all_results.json")) as f:
+            saved = json.load(f)
+        self.assertEqual((saved["eval_mode"], saved["custom_reviews/accuracy"]), ("score", results["eval_accuracy"]))
+        self.assertEqual(saved["predict_test_examples"], 3)
+        with open(os.path.join(out, "predictions_test.jsonl")) as f:
+            predictions = [json.loads(line) for line in f]
+        self.assertEqual([p["idx"] for p in predictions], [20, 21, 22])
+        self.assertTrue({p["prediction"] for p in predictions} <= {"negative", "positive"})
+        self.assertFalse([name for name in os.listdir(out) if name.endswith((".tsv", "-1.jsonl"))])  # no leaderboard file
 
 
 class LabelScoringTest(absltest.TestCase):

@@ -66,9 +66,11 @@ def parse_as_script(program: str, argv: list[str]) -> tuple[tuple[type, ...], tu
     seen: dict[str, Any] = {}
     real_parse_args = module.parse_args
 
-    def parse_then_stop(dataclass_types: Any, args: Any, description: str | None = None) -> Any:
-        seen["types"] = tuple(dataclass_types)
-        seen["objects"] = real_parse_args(dataclass_types, args, description)
+    def parse_then_stop(arguments: Any, args: Any, description: str | None = None, early: Any = None) -> Any:
+        from arguments import resolve_arguments
+
+        seen["types"] = tuple(resolve_arguments(arguments))
+        seen["objects"] = real_parse_args(arguments, args, description, early)
         raise _Parsed
 
     with mock.patch.object(module, "parse_args", parse_then_stop):
@@ -662,7 +664,7 @@ class DockerfileTest(absltest.TestCase):
                     rel = os.path.relpath(match, ROOT)
                     self.assertFalse(dockerignored(rel, ignored), f"COPY {rel}, but .dockerignore excludes it")
                     copied.add(rel)
-        for script in ("pre_train_t5.py", "fine_tune_t5.py", "seq2seq.py", "clf.py", "cli.py", "training.py"):
+        for script in ("pre_train_t5.py", "fine_tune_t5.py", "seq2seq.py", "clf.py", "arguments.py", "trainers.py"):
             self.assertIn(script, copied)
         for local_state in (".venv", ".git", "runs", "wandb", "mount/models", "__pycache__"):
             self.assertTrue(any(local_state in p for p in ignored), f".dockerignore must exclude {local_state}")

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import math
+import os
+import shutil
+import tempfile
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,10 +21,12 @@ from metrics import (
     f1,
     glue_average,
     macro_f1,
+    main,
     matthews_corrcoef,
     pearson_corrcoef,
     score_predictions,
     spearman_corrcoef,
+    task_metric_key,
     token_accuracy,
 )
 from tasks import get_task
@@ -45,7 +53,14 @@ class MetricFunctionsTest(parameterized.TestCase):
 
     def test_macro_f1(self) -> None:
         # Per-class F1: class 0 2/3 (TP 1, FN 1), class 1 1.0, class 2 0 (its one example predicted -1).
-        self.assertAlmostEqual(macro_f1([0, 1, 2, 0], [0, 1, -1, 2]), 100 * 5 / 9, places=10)
+        self.assertAlmostEqual(macro_f1([0, 1, 2, 0], [0, 1, -1, 2], num_classes=3), 100 * 5 / 9, places=10)
+
+    def test_macro_f1_averages_every_class_of_the_task(self) -> None:
+        # CB ids: entailment 0, contradiction 1, neutral 2. Refs (e, e, c, c), preds (e, e, c, n): F1 of
+        # e 1, c 2/3 (TP 1, FN 1), n 0 (one false positive, no support) -> 5/9 over T5's range(3); the
+        # classes present in the references alone would give (1 + 2/3) / 2 = 83.33.
+        self.assertAlmostEqual(macro_f1([0, 0, 1, 1], [0, 0, 1, 2], num_classes=3), 100 * 5 / 9, places=10)
+        self.assertEqual(round(macro_f1([0, 0, 1, 1], [0, 0, 1, 2], num_classes=3), 2), 55.56)
 
     def test_correlations(self) -> None:
         # x deviations (-1, 0, 1), y (-4/3, -1/3, 5/3): r = 3 / (sqrt(2) * sqrt(42) / 3) = 9 / sqrt(84).
@@ -96,6 +111,12 @@ class ScorePredictionsTest(parameterized.TestCase):
         )
         self.assertAlmostEqual(result["macro_f1"], 100 * 5 / 9, places=10)
         self.assertEqual(result["accuracy"], 50.0)
+
+    def test_cb_macro_f1_counts_a_class_missing_from_the_references(self) -> None:
+        predicted = ["entailment", "entailment", "contradiction", "neutral"]
+        result = score_predictions(get_task("super_glue", "cb"), predicted, [0, 0, 1, 1])  # no neutral reference
+        self.assertEqual(round(result["macro_f1"], 2), 55.56)  # T5 mean_3class_f1, not 83.33
+        self.assertEqual(result["accuracy"], 75.0)
 
     def test_bad_references_raise(self) -> None:
         with self.assertRaises(ValueError):
@@ -149,6 +170,37 @@ class GlueAverageTest(absltest.TestCase):
         results = dict(self.RESULTS)
         del results["mnli_mismatched/accuracy"]
         self.assertIsNone(glue_average(results))
+
+    def test_keys_are_unique_across_benchmarks(self) -> None:
+        self.assertEqual(task_metric_key(get_task("glue", "rte"), "validation"), "rte")
+        self.assertEqual(task_metric_key(get_task("super_glue", "rte"), "validation"), "super_glue_rte")
+        self.assertEqual(task_metric_key(get_task("glue", "mnli"), "validation_mismatched"), "mnli_mismatched")
+        self.assertEqual(task_metric_key(get_task("toy", "sentiment"), "validation"), "toy_sentiment")
+        self.assertEqual(task_metric_key(get_task("ax", "ax"), "test"), "ax_test")
+
+    def test_super_glue_rte_run_stays_out_of_the_glue_average(self) -> None:
+        # `python metrics.py runs/glue/* runs/super_glue/rte`: each run dir holds all_results.json as
+        # fine_tune_t5.py writes it; SuperGLUE's RTE (84) must not replace GLUE's (60) in the average.
+        root = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, root)
+        runs = {}
+        for key, value in self.RESULTS.items():
+            task = key.split("/")[0].split("_")[0]  # mnli_matched and mnli_mismatched: one MNLI run
+            runs.setdefault(f"glue/{task}", {"eval_mode": "score"})[key] = value
+        super_rte = task_metric_key(get_task("super_glue", "rte"), "validation")
+        runs["super_glue/rte"] = {"eval_mode": "score", "eval_accuracy": 84.0, f"{super_rte}/accuracy": 84.0}
+        for run, results in runs.items():
+            os.makedirs(os.path.join(root, run))
+            with open(os.path.join(root, run, "all_results.json"), "w", encoding="utf-8") as f:
+                json.dump(results, f)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            main([os.path.join(root, run) for run in sorted(runs)])  # glue/* first, then super_glue/rte
+        lines = out.getvalue().splitlines()
+        self.assertIn("GLUE average: 75.50", lines)  # (50 + 90 + 75 + 85 + 75 + 81 + 88 + 60) / 8, as above
+        self.assertIn(f"{'rte/accuracy':<28}{60.0:8.2f}", lines)
+        self.assertIn(f"{'super_glue_rte/accuracy':<28}{84.0:8.2f}", lines)
+        self.assertEqual(lines[-1], "eval_mode: score")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from absl.testing import absltest
 from tests.fixtures import write_corpus
 
 import pre_train_t5  # noqa: E402  (after fixtures: they set HF_HUB_OFFLINE)
-from cli import UserError
+from errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 40

@@ -13,8 +13,7 @@ from absl.testing import absltest, parameterized
 from tests.fixtures import save_tiny_t5
 
 import seq2seq  # noqa: E402  (after fixtures: they set HF_HUB_OFFLINE)
-import training  # noqa: E402
-from cli import UserError
+from errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIET = ["--disable_tqdm", "True", "--report_to", "none", "--max_target_length", "12", "--save_strategy", "no"]
@@ -99,7 +98,7 @@ class Seq2SeqRunTest(absltest.TestCase):
             with open(path, "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in rows)
         data_args, training_args = seq2seq.parse_args(
-            (seq2seq.Seq2SeqDataArguments, training.MountRunArguments),
+            seq2seq.ARGUMENTS,
             ["--model_init_path", "x", "--train_batch_size", "5", "--eval_batch_size", "7", "--eval_steps", "10"],
         )
         self.assertEqual((training_args.per_device_train_batch_size, training_args.per_device_eval_batch_size), (5, 7))

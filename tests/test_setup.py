@@ -64,5 +64,19 @@ class SetupTest(absltest.TestCase):
             self.assertEqual(config[key], "auto", key)
 
 
+
+class ModuleMapTest(absltest.TestCase):
+    def test_readme_module_map_lists_every_module_of_the_tree(self) -> None:
+        """The README's Layout table names each root module (and nothing that is gone)."""
+        readme = read("README.md")
+        table = readme[readme.index("## Layout"):]
+        table = table[: table.index("\n## ")] if "\n## " in table else table
+        first_cells = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
+        listed = {name for cell in first_cells for name in re.findall(r"`([A-Za-z0-9_]+\.(?:py|json))`", cell)}
+        on_disk = {name for name in os.listdir(ROOT) if name.endswith(".py") or name == "trainer_flags.json"}
+        self.assertEqual(sorted(on_disk - listed), [], "modules missing from the README's Layout table")
+        self.assertEqual(sorted(listed - on_disk), [], "the README's Layout table names modules that are gone")
+
+
 if __name__ == "__main__":
     absltest.main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -14,16 +15,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from absl.testing import absltest, parameterized
 
-from cli import UserError
+import tasks
+from constants import DATASET_VALS, register_task
+from errors import UserError
+from examples import generate_toy_splits, write_toy_benchmark
 from tasks import (
     format_example,
     format_float,
-    generate_toy_splits,
     get_task,
     load_task_splits,
     parse_float,
+    split_rule_indices,
     submission_value,
-    write_toy_benchmark,
 )
 
 P, H = "A man is playing a guitar.", "A person plays music."
@@ -259,6 +262,91 @@ class ToyTest(absltest.TestCase):
         written = load_task_splits(entry, dataset_dir=write_toy_benchmark(root).parent)
         for split in ("train", "validation", "test"):
             self.assertEqual(generated[split][:], written[split][:])
+
+    def test_a_dataset_dir_without_the_toy_files_is_an_error_not_generated_data(self) -> None:
+        root = make_tempdir(self)
+        with self.assertRaisesRegex(UserError, r"has no 'train' split; looked for: .*toy-sentiment/train\.tsv"):
+            load_task_splits(get_task("toy", "sentiment"), dataset_dir=root)
+
+
+# A tiny task whose one native file holds every labelled record; its validation split comes from the
+# split rule. Records: "review 0" ... "review 9", labels alternating.
+REVIEWS = "".join(f'{{"text": "review {i}", "label": "{"positive" if i % 2 else "negative"}"}}\n' for i in range(10))
+SPLIT_RULE_ENTRY = {
+    "prefix": "review", "text_columns": ["text"], "labels": ["negative", "positive"], "metric_names": ["accuracy"],
+    "splits": {"train": ["train"], "validation": ["validation"]}, "tsv_files": {"train": "all.jsonl"},
+    "split_rule": {"validation_fraction": 0.2, "seed": 0},
+}
+
+
+class SplitRuleTest(absltest.TestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.addCleanup(DATASET_VALS.pop, "custom", None)
+        self.root = write_files(make_tempdir(self), {"reviews/all.jsonl": REVIEWS})
+        self.entry = register_task("custom", "reviews", SPLIT_RULE_ENTRY)
+
+    def test_validation_is_carved_from_the_single_file_with_a_seed(self) -> None:
+        splits = load_task_splits(self.entry, dataset_dir=self.root)
+        self.assertEqual(list(splits), ["train", "validation"])
+        # random.Random(0) shuffles range(10) to 7, 8, 1, 5, ...: the first 20% are validation, in file order.
+        self.assertEqual(splits["validation"]["idx"], [7, 8])
+        self.assertEqual(splits["validation"]["text"], ["review 7", "review 8"])
+        self.assertEqual(splits["validation"]["label"], [1, 0])
+        self.assertEqual(splits["train"]["idx"], [0, 1, 2, 3, 4, 5, 6, 9])
+        self.assertEqual(split_rule_indices(self.entry, 10), ([0, 1, 2, 3, 4, 5, 6, 9], [7, 8]))
+        self.assertEqual(load_task_splits(self.entry, dataset_dir=self.root)["validation"][:], splits["validation"][:])
+
+    def test_another_seed_gives_another_split(self) -> None:
+        entry = register_task("custom", "reseeded", {**SPLIT_RULE_ENTRY, "split_rule": {"validation_fraction": 0.2, "seed": 1},
+                                                     "tsv_dir": "reviews"})
+        self.assertEqual(load_task_splits(entry, dataset_dir=self.root)["validation"]["idx"], [6, 8])
+
+    def test_roles_and_explicit_files(self) -> None:
+        only_validation = load_task_splits(self.entry, dataset_dir=self.root, roles=["validation"])
+        self.assertEqual(list(only_validation), ["validation"])
+        self.assertEqual(only_validation["validation"]["idx"], [7, 8])
+        from_train_file = load_task_splits(self.entry, train_file=self.root / "reviews" / "all.jsonl")
+        self.assertEqual((from_train_file["train"]["idx"], from_train_file["validation"]["idx"]), ([0, 1, 2, 3, 4, 5, 6, 9], [7, 8]))
+        write_files(self.root, {"dev.jsonl": '{"text": "held out", "label": "positive"}\n'})
+        own_validation = load_task_splits(self.entry, train_file=self.root / "reviews" / "all.jsonl",
+                                          validation_file=self.root / "dev.jsonl")
+        self.assertEqual((len(own_validation["train"]), own_validation["validation"]["text"]), (10, ["held out"]))
+
+    def test_one_record_cannot_be_split(self) -> None:
+        write_files(self.root, {"reviews/all.jsonl": '{"text": "alone", "label": 0}\n'})
+        with self.assertRaisesRegex(UserError, r"^task custom/reviews: split_rule needs at least 2 training records .* got 1$"):
+            load_task_splits(self.entry, dataset_dir=self.root)
+
+
+def read_native_dump(entry: Any, dataset_dir: Path | None) -> dict[str, list[dict[str, Any]]]:
+    """A test loader: one nested JSON document (not rows) with star ratings -> train records."""
+    if dataset_dir is None:
+        return {}
+    dump = json.loads((dataset_dir / entry["tsv_dir"] / "dump.json").read_text(encoding="utf-8"))
+    return {"train": [{"text": r["body"], "label": "positive" if r["stars"] >= 3 else "negative"} for r in dump["reviews"]]}
+
+
+class LoaderTest(absltest.TestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.addCleanup(DATASET_VALS.pop, "custom", None)
+        tasks.LOADERS["native_dump"] = read_native_dump
+        self.addCleanup(tasks.LOADERS.pop, "native_dump")
+        self.entry = register_task("custom", "reviews", {**SPLIT_RULE_ENTRY, "tsv_files": {}, "loader": "native_dump"})
+        dump = {"reviews": [{"body": f"review {i}", "stars": 1 + i % 5} for i in range(10)]}
+        self.root = write_files(make_tempdir(self), {"reviews/dump.json": json.dumps(dump)})
+
+    def test_loader_reads_a_native_file_and_the_split_rule_divides_it(self) -> None:
+        splits = load_task_splits(self.entry, dataset_dir=self.root)
+        self.assertEqual((splits["train"]["idx"], splits["validation"]["idx"]), ([0, 1, 2, 3, 4, 5, 6, 9], [7, 8]))
+        self.assertEqual(splits["validation"]["text"], ["review 7", "review 8"])
+        self.assertEqual(splits["validation"]["label"], [1, 1])  # 3 and 4 stars
+        self.assertEqual(splits["train"]["label"], [0, 0, 1, 1, 1, 0, 0, 1])
+
+    def test_loader_without_its_data_is_a_one_line_error(self) -> None:
+        with self.assertRaisesRegex(UserError, r"^task custom/reviews: loader 'native_dump' produced no 'train' split; pass a dataset directory or files$"):
+            load_task_splits(self.entry)
 
 
 class UserErrorTest(absltest.TestCase):

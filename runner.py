@@ -1,0 +1,146 @@
+"""The run loop around `trainer.train()`: logging set-up, preemption (SIGTERM / SIGUSR1 -> checkpoint,
+exit 75), `--resume_from_checkpoint auto`, the NaN stop, and saving the trained model."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import torch
+
+from errors import UserError, preemption_requested
+from losses import NonFiniteLoss
+from outputs import PREEMPTED_EXIT_CODE, PREEMPTED_MARKER, write_text_atomic
+
+logger = logging.getLogger(__name__)
+
+
+def setup_logging(training_args: Any) -> None:
+    """Log INFO on the main process and warnings elsewhere, for our modules and transformers alike."""
+    import datasets
+    import transformers
+
+    level = logging.INFO if training_args.should_log else logging.WARNING
+    # Progress goes to stdout, so stderr holds only warnings and errors (a user mistake: one line).
+    handler = logging.StreamHandler(sys.stdout)
+    handler.addFilter(lambda record: record.levelno < logging.WARNING)
+    errors = logging.StreamHandler(sys.stderr)
+    errors.setLevel(logging.WARNING)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level,
+                        handlers=[handler, errors], force=True)
+    logging.getLogger().setLevel(level)
+    transformers.utils.logging.set_verbosity(logging.WARNING)
+    logging.getLogger("transformers.trainer").setLevel(level)  # keeps "***** Running training *****" and friends
+    datasets.utils.logging.set_verbosity(logging.WARNING)
+
+
+class PreemptionCallback:
+    """Turns SIGTERM / SIGUSR1 (Slurm's warning signal) into a checkpoint at the next step boundary.
+
+    The handler only sets a flag; at each step end the processes agree (an all-reduce of the flag, so
+    every rank saves the same step or the save deadlocks), the Trainer saves a checkpoint and stops.
+    """
+
+    def __init__(self) -> None:
+        import signal
+
+        self.requested = False
+        self.stopped_at: int | None = None
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._request)
+
+    def _request(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def callback(self) -> Any:
+        from transformers import TrainerCallback
+
+        outer = self
+
+        class _Callback(TrainerCallback):
+            def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+                flag = outer.requested or preemption_requested()
+                if args.world_size > 1:
+                    import torch.distributed as dist
+
+                    tensor = torch.tensor([1.0 if flag else 0.0], device=args.device)
+                    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+                    flag = bool(tensor.item())
+                if flag:
+                    outer.stopped_at = state.global_step
+                    control.should_save = True
+                    control.should_training_stop = True
+                return control
+
+        return _Callback()
+
+
+def run_training(trainer: Any) -> dict[str, float]:
+    """`trainer.train()` with the toolkit's safety nets, then the model and trainer state saved to the
+    output dir (every process calls this: DeepSpeed gathers the weights); returns the train metrics.
+    `trainer` is a `trainers.ToolkitTrainer`, which listens for the signals from its construction on.
+
+    - `--resume_from_checkpoint auto` resumes from the latest checkpoint in the output dir, if any;
+      a resumed run warns where its arguments differ from the checkpoint's (HF #28867).
+    - On SIGTERM / SIGUSR1 it saves a checkpoint, writes the PREEMPTED marker and exits with 75.
+    - On a NaN / inf loss it stops with a one-line error naming the step; checkpoints stay.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    args = trainer.args
+    resume = args.resume_from_checkpoint
+    if resume == "auto":
+        resume = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+        logger.info("resume_from_checkpoint auto: %s", resume or "no checkpoint, starting fresh")
+    if resume not in (None, True, "True", "true"):
+        warn_changed_arguments(resume, args)
+    preemption = trainer.preemption
+    try:
+        metrics = trainer.train(resume_from_checkpoint=resume).metrics
+    except NonFiniteLoss as err:
+        last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+        raise UserError(
+            f"training stopped: the loss is {err} at step {trainer.state.global_step + 1}; "
+            f"last good checkpoint: {last or 'none'} (lower --learning_rate, or check the data)"
+        ) from None
+    if preemption.stopped_at is not None:
+        if trainer.is_world_process_zero():
+            write_text_atomic(os.path.join(args.output_dir, PREEMPTED_MARKER), f"{preemption.stopped_at}\n")
+        logger.warning("preempted: checkpoint at step %d saved; resume with --resume_from_checkpoint auto", preemption.stopped_at)
+        raise SystemExit(PREEMPTED_EXIT_CODE)
+    marker = os.path.join(args.output_dir, PREEMPTED_MARKER)
+    if trainer.is_world_process_zero() and os.path.exists(marker):
+        os.remove(marker)  # this run finished what the preempted one started
+    trainer.save_model(args.output_dir)
+    trainer.save_state()
+    return metrics
+
+
+def warn_changed_arguments(checkpoint: str, args: Any) -> None:
+    """Warn about arguments that differ from the ones the checkpoint was trained with."""
+    saved = os.path.join(checkpoint, "training_args.bin")
+    if not os.path.isfile(saved):
+        return
+    try:
+        old = torch.load(saved, weights_only=False).to_dict()
+    except Exception:  # an incompatible pickle: nothing to compare
+        return
+    ignore = {"resume_from_checkpoint", "output_dir", "overwrite_output_dir", "max_steps", "num_train_epochs", "logging_dir"}
+    changed = [k for k, v in args.to_dict().items() if k not in ignore and k in old and old[k] != v]
+    if changed:
+        logger.warning("resuming %s with arguments that differ from its own: %s", checkpoint, ", ".join(sorted(changed)))
+
+
+def rank_zero_value(training_args: Any, value: Any) -> Any:
+    """`value` as the main process has it, on every process (e.g. a run dir named after each process's
+    own clock: two processes that straddle a second would otherwise pick different dirs). Reading
+    `world_size` sets up the process group under torchrun / accelerate launch."""
+    if training_args.world_size <= 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -1,0 +1,181 @@
+"""The scripts' Trainer arguments: `Seq2SeqTrainingArguments` plus the toolkit's shared flags, and
+each script's defaults (T5's pre-training and fine-tuning recipes). Imports torch and transformers;
+`arguments.py` reads the same flags early from `trainer_flags.json` (regenerate it with
+`python arguments.py` after changing a field here)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+from transformers import Seq2SeqTrainingArguments
+
+from arguments import check_fp16, check_resume_flag
+from errors import UserError
+from provenance import redact_argv
+
+# The classes scripts name in their ARGUMENTS (and trainer_flags.json holds).
+SCRIPT_CLASSES = ("PreTrainingArguments", "FineTuningArguments", "MountRunArguments")
+
+
+@dataclass
+class ToolkitTrainingArguments(Seq2SeqTrainingArguments):
+    """`Seq2SeqTrainingArguments` plus the toolkit's shared flags.
+
+    Changed default: `bf16` is None ("auto"): on for CUDA GPUs that support bf16, off on the CPU.
+    """
+
+    bf16: Optional[bool] = field(
+        default=None,
+        metadata={
+            "help": "bf16 mixed precision. Default: on for CUDA GPUs that support it, off elsewhere; on a CPU, "
+            "--bf16 turns on CPU autocast (with bf16 instructions: 1.5x faster than fp32 eager, 2.3x with "
+            "--torch_compile; bench/README.md). --bf16 False forces fp32."
+        },
+    )
+    allow_fp16: bool = field(
+        default=False, metadata={"help": "Allow --fp16, which T5 refuses by default: its activations overflow float16."}
+    )
+    adafactor_scale_parameter: bool = field(
+        default=True,
+        metadata={
+            "help": "With --optim adafactor, scale each update by the parameter's RMS as T5's Adafactor does "
+            "(mesh-TF multiply_by_parameter_scale); transformers' own adafactor turns this off "
+            "(--no_adafactor_scale_parameter gives its behaviour)."
+        },
+    )
+    no_train: bool = field(default=False, metadata={"help": "Skip training: only evaluate (and predict) the given model."})
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "Checkpoint directory to resume from, or 'auto': the latest checkpoint in the output dir (none: start fresh)."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Train into an output_dir that holds a finished run (its results are replaced)."}
+    )
+
+    def __post_init__(self) -> None:
+        # Decided before the parent's checks, which turn bf16 into accelerate's mixed_precision.
+        check_fp16(self.fp16, self.allow_fp16)
+        cuda = torch.cuda.is_available() and not self.use_cpu
+        if self.bf16 is None:
+            self.bf16 = bool(not self.fp16 and cuda and torch.cuda.is_bf16_supported())
+        if not cuda and not _other_accelerator():
+            # Say so: transformers then runs CPU bf16 autocast (it refuses bf16 on a CPU otherwise) and,
+            # under torchrun / accelerate launch, DDP over gloo (otherwise every process trains alone).
+            self.use_cpu = True
+        if isinstance(self.report_to, str) and "," in self.report_to:  # --report_to wandb,tensorboard
+            self.report_to = [name.strip() for name in self.report_to.split(",") if name.strip()]
+        if self.hub_token:
+            # huggingface_hub reads HF_TOKEN; kept out of the arguments, no saved file (training_args.bin,
+            # provenance.json) can carry it, and out of sys.argv, which W&B records as run metadata.
+            os.environ["HF_TOKEN"] = self.hub_token
+            self.hub_token = None
+            sys.argv[:] = redact_argv(sys.argv)
+        check_reporting(self.report_to)
+        check_resume_flag(self.resume_from_checkpoint)
+        if not cuda:
+            self.dataloader_pin_memory = False  # pinning needs an accelerator; it only warns on a CPU
+        super().__post_init__()
+
+    @property
+    def precision(self) -> str:
+        return "fp16" if self.fp16 else "bf16" if self.bf16 else "fp32"
+
+
+def check_reporting(report_to: Any) -> None:
+    """Refuse `--report_to wandb` that would fail mid-run for want of an API key (W&B's own error
+    comes from inside trainer.train(), after the output directory exists)."""
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    if "wandb" not in names and "all" not in names:
+        return
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_API_KEY"):
+        return
+    netrc = os.path.expanduser(os.environ.get("NETRC", "~/.netrc"))
+    if os.path.isfile(netrc):
+        with open(netrc, encoding="utf-8", errors="replace") as f:
+            if "api.wandb.ai" in f.read():
+                return
+    raise UserError("--report_to wandb: no W&B API key; set WANDB_API_KEY, run `wandb login`, or set WANDB_MODE=offline")
+
+
+@dataclass
+class T5FineTuningArguments(ToolkitTrainingArguments):
+    """Trainer arguments with T5's fine-tuning recipe as defaults (Raffel et al. 2020, sec. 3.1.3;
+    changed from the Trainer's): optim adafactor (with parameter scaling, see trainers.optimizer_cls_and_kwargs),
+    learning_rate 1e-3, lr_scheduler_type constant_with_warmup (warmup_steps 0: constant)."""
+
+    optim: str = field(default="adafactor", metadata={"help": "Optimizer (fine-tuning default: adafactor, as T5)."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate (fine-tuning default: 1e-3, as T5)."})
+    lr_scheduler_type: str = field(default="constant_with_warmup", metadata={"help": "Schedule (fine-tuning default: constant after --warmup_steps, as T5)."})
+
+
+@dataclass
+class MountRunArguments(T5FineTuningArguments):
+    """T5 fine-tuning arguments under the names the `mount/` scripts' users type (seq2seq.py, clf.py;
+    changed from the Trainer's: --train_batch_size / --eval_batch_size are the per-device batch
+    sizes; output_dir is set from --training_run_name; --eval_steps alone turns on step evaluation)."""
+
+    output_dir: str | None = field(default=None, metadata={"help": "Set from --mount_dir and --training_run_name; do not pass."})
+    per_device_train_batch_size: int = field(default=8, metadata={"aliases": ["--train_batch_size"], "help": "Training batch size per device."})
+    per_device_eval_batch_size: int = field(default=8, metadata={"aliases": ["--eval_batch_size"], "help": "Eval, sampling and prediction batch size per device."})
+
+    def __post_init__(self) -> None:
+        if self.output_dir is not None:
+            raise UserError("--output_dir: results go to <mount_dir>/models/<training_run_name>; set --training_run_name instead")
+        if self.eval_steps is not None and self.eval_strategy == "no":  # a str enum: equal to its value
+            self.eval_strategy = "steps"  # `--eval_steps 2000` means evaluate every 2000 steps
+        super().__post_init__()
+
+
+# T5's schedule: lr = 0.01 * 1 / sqrt(max(step, 10k)). transformers' inverse_sqrt with timescale 10k
+# gives 0.01 * sqrt(10k / (step + 10k - warmup)): the same decay past 10k steps, a gentle one before.
+T5_INVERSE_SQRT = {"timescale": 10000}
+
+
+@dataclass
+class PreTrainingArguments(ToolkitTrainingArguments):
+    """pre_train_t5.py's Trainer arguments, with pre-training defaults (changed from the Trainer's: optim adafactor,
+    learning_rate 1e-2, lr_scheduler_type inverse_sqrt with timescale 10k, warmup_steps 0.01 of the
+    run, i.e. T5's Adafactor recipe; remove_unused_columns False; plain AdamW at T5's learning rates diverges)."""
+
+    optim: str = field(default="adafactor", metadata={"help": "Optimizer (pre-training default: adafactor, without relative steps or parameter scaling)."})
+    learning_rate: float = field(default=1e-2, metadata={"help": "Peak learning rate (pre-training default: 1e-2 as in T5)."})
+    lr_scheduler_type: str = field(default="inverse_sqrt", metadata={"help": "Schedule (pre-training default: inverse_sqrt, T5's)."})
+    warmup_steps: float = field(default=0.01, metadata={"help": "Linear warm-up: steps, or a ratio of the run when below 1 (pre-training default: 0.01)."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep dataset columns the model does not take (pre-training default: False; the collator reads row_id)."})
+    lr_scheduler_kwargs: dict | str | None = field(
+        default_factory=lambda: dict(T5_INVERSE_SQRT), metadata={"help": "Scheduler options as JSON (pre-training default for inverse_sqrt: {\"timescale\": 10000})."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.lr_scheduler_type != "inverse_sqrt" and self.lr_scheduler_kwargs == T5_INVERSE_SQRT:
+            self.lr_scheduler_kwargs = {}  # our default belongs to inverse_sqrt only
+        super().__post_init__()
+
+
+@dataclass
+class FineTuningArguments(T5FineTuningArguments):
+    """fine_tune_t5.py's Trainer arguments, with T5's fine-tuning defaults (see T5FineTuningArguments).
+    `metric_for_best_model` defaults to the task's `metric_to_optimize`; `load_best_model_at_end`
+    defaults to on when evaluation and saving share a schedule."""
+
+    load_best_model_at_end: Optional[bool] = field(default=None, metadata={"help": "Reload the best checkpoint (by metric_for_best_model) at the end. Default: on when eval and save strategies match."})
+
+    def __post_init__(self) -> None:
+        if self.load_best_model_at_end is None:
+            strategies_match = self.eval_strategy != "no" and self.save_strategy == self.eval_strategy
+            eval_every = self.eval_steps or self.logging_steps  # the parent fills eval_steps from logging_steps
+            steps_match = self.eval_strategy != "steps" or self.save_steps % eval_every == 0
+            self.load_best_model_at_end = strategies_match and steps_match
+        task_default = self.metric_for_best_model is None
+        super().__post_init__()
+        if task_default:  # the parent put "loss" here; the script sets the task's metric instead
+            self.metric_for_best_model = None
+
+
+def _other_accelerator() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())

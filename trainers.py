@@ -1,0 +1,239 @@
+"""The toolkit's Trainer: one base class every script trains with, and its evaluation variants.
+
+`ToolkitTrainer` (a `Seq2SeqTrainer`, model-agnostic: T5, causal and masked LMs) gives every run, by
+construction:
+- exact gradient accumulation: the task loss is token-weighted over the whole optimizer step
+  (`losses.token_weighted_cross_entropy`, shifted for causal LMs), and every extra `LossTerm` is divided
+  by the accumulation steps; `loss_is_scaled_for_ga` is set, not guessed;
+- pluggable loss terms: `loss = task_loss + sum(term(model, inputs, outputs))`, each term logged under
+  its own name (train logs and `eval_<name>`), correct under DDP and DeepSpeed (see `compute_loss`);
+- a guard that stops training on a NaN / inf loss (`losses.NonFiniteLoss`), checked every micro-step;
+- T5's Adafactor for `--optim adafactor` (`optimizer_cls_and_kwargs`);
+- exact distributed evaluation: metrics see each example once;
+- preemption handling: SIGTERM / SIGUSR1 end in a checkpoint at the next step boundary (`runner`).
+
+Evaluation variants are small subclasses: `LabelScoringTrainer` (rank classification) and
+`SamplingTrainer` (sampled completions, seq2seq.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import torch
+from transformers import Seq2SeqTrainer
+
+from losses import LossTerm, NonFiniteLoss, causal_cross_entropy, token_weighted_cross_entropy
+
+logger = logging.getLogger(__name__)
+
+
+def optimizer_cls_and_kwargs(args: Any) -> tuple[type, dict[str, Any]] | None:
+    """T5's Adafactor for `--optim adafactor` (None: let the Trainer build its optimizer).
+
+    Mesh-TF's Adafactor, which T5 trained with, multiplies the learning rate by each parameter's
+    RMS. transformers' `--optim adafactor` fixes `scale_parameter=False`, which at T5's learning
+    rates moves small weight matrices by 10-20% a step: a tiny T5 pre-trained that way fine-tuned
+    to 90% on the toy task where the scaled one reached 99%. `optim.T5Adafactor` is transformers'
+    Adafactor with a faster step (same results).
+    """
+    from transformers.training_args import OptimizerNames
+
+    from optim import T5Adafactor
+
+    if args.optim != OptimizerNames.ADAFACTOR or not getattr(args, "adafactor_scale_parameter", False):
+        return None
+    return T5Adafactor, {"lr": args.learning_rate, "scale_parameter": True, "relative_step": False, "warmup_init": False}
+
+
+def is_causal_lm(model: Any) -> bool:
+    """A decoder-only LM whose logits at position t predict the label at t + 1."""
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "is_encoder_decoder", False):
+        return False
+    names = list(getattr(config, "architectures", None) or []) + [type(model).__name__]
+    return any(name.endswith(("ForCausalLM", "LMHeadModel")) for name in names)
+
+
+class ToolkitTrainer(Seq2SeqTrainer):
+    """The Trainer of every script (see the module docstring).
+
+    `compute_loss_func` is the task loss (default: token-weighted cross-entropy, shifted for causal LMs);
+    `loss_terms` are extra `losses.LossTerm`s.
+    """
+
+    # The task loss divides by the label tokens of the whole step and the terms are divided by the
+    # accumulation steps in compute_loss: training_step must not divide again.
+    loss_is_scaled_for_ga = True
+
+    def __init__(self, *args: Any, loss_terms: Sequence[LossTerm] = (), **kwargs: Any) -> None:
+        from runner import PreemptionCallback
+
+        model = kwargs.get("model", args[0] if args else None)
+        causal = is_causal_lm(model)
+        if kwargs.get("compute_loss_func") is None:
+            kwargs["compute_loss_func"] = causal_cross_entropy if causal else token_weighted_cross_entropy
+        super().__init__(*args, **kwargs)
+        self._loss_shifts_labels = causal  # the Trainer counts num_items_in_batch over labels[..., 1:] then
+        self.loss_terms = list(loss_terms)
+        names = [term.name for term in self.loss_terms]
+        if len(set(names)) != len(names) or "loss" in names:
+            raise ValueError(f"loss terms need distinct names other than 'loss': {names}")
+        self._term_totals: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
+        self._eval_batches = 0
+        self._terms_logged_at = 0  # global step of the last train log that carried the terms
+        self.preemption = PreemptionCallback()
+        self.add_callback(self.preemption.callback())
+
+    # --- optimizer -------------------------------------------------------------------------------
+
+    def create_optimizer(self, model: Any = None) -> Any:
+        # Read the arguments when the optimizer is built: a hyper-parameter trial sets its learning
+        # rate after the Trainer was made.
+        t5_adafactor = optimizer_cls_and_kwargs(self.args)
+        if self.optimizer is None and t5_adafactor is not None:
+            self.optimizer_cls_and_kwargs = t5_adafactor
+        return super().create_optimizer(model)
+
+    # --- loss --------------------------------------------------------------------------------------
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        """Task loss plus the loss terms.
+
+        The terms are added after the parent's scaling: with `average_tokens_across_devices` (on by
+        default) the parent multiplies the task loss by the number of processes, because it divides by
+        the label tokens of all processes and DDP then averages the gradients; a term is a per-process
+        mean, which DDP's averaging already makes the global mean, so it must not be multiplied.
+        """
+        loss, outputs = super().compute_loss(model, dict(inputs), return_outputs=True, num_items_in_batch=num_items_in_batch)
+        training = model.training
+        if self.loss_terms:
+            split = "train" if training else "eval"
+            steps = self.current_gradient_accumulation_steps if training else 1
+            bare = self.accelerator.unwrap_model(model)  # parameter names as in the checkpoint, not DDP's module.*
+            for term in self.loss_terms:
+                if term.train_only and not training:
+                    continue
+                value = term(bare, inputs, outputs) / steps
+                loss = loss + value
+                totals = self._term_totals[split]
+                totals[term.name] = totals.get(term.name, 0.0) + value.detach().float()
+            if not training:
+                self._eval_batches += 1
+        if training and torch.is_grad_enabled() and not bool(torch.isfinite(loss.detach()).all()):
+            raise NonFiniteLoss(f"{loss.detach().float().item()}")
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Train logs also carry each term's mean per optimizer step since the last log, over all processes."""
+        if "loss" in logs and self._term_totals["train"]:
+            steps = max(self.state.global_step - self._terms_logged_at, 1)
+            for name, total in self._term_totals["train"].items():
+                logs[name] = self._mean_over_processes(total) / steps
+            self._term_totals["train"] = {}
+            self._terms_logged_at = self.state.global_step
+        super().log(logs, start_time)
+
+    def _mean_over_processes(self, value: Any) -> float:
+        tensor = torch.as_tensor(value, dtype=torch.float32, device=self.args.device).reshape(1)
+        if self.args.world_size > 1:
+            tensor = self.accelerator.reduce(tensor, reduction="mean")
+        return float(tensor.item())
+
+    # --- evaluation --------------------------------------------------------------------------------
+
+    def evaluation_loop(self, dataloader: Any, description: str, prediction_loss_only: bool | None = None,
+                        ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval") -> Any:
+        """The parent's loop, with metrics computed on each example exactly once, plus the loss terms.
+
+        Under several processes the distributed sampler pads the last batch with repeated examples; in
+        our runs (transformers 5.23, accelerate 1.15, gloo) the gathered predictions kept them (64 rows
+        for 61 examples), so metrics counted some examples twice. This trims predictions and labels to
+        the dataset's length before `compute_metrics` runs.
+        """
+        from transformers.trainer_utils import EvalLoopOutput, EvalPrediction
+
+        self._term_totals["eval"], self._eval_batches = {}, 0
+        compute_metrics, self.compute_metrics = self.compute_metrics, None
+        try:
+            output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        finally:
+            self.compute_metrics = compute_metrics
+        n = output.num_samples
+        predictions = _first_rows(output.predictions, n)
+        labels = _first_rows(output.label_ids, n)
+        metrics = dict(output.metrics)
+        if compute_metrics is not None and predictions is not None and labels is not None:
+            for key, value in compute_metrics(EvalPrediction(predictions=predictions, label_ids=labels)).items():
+                metrics[key if key.startswith(f"{metric_key_prefix}_") else f"{metric_key_prefix}_{key}"] = value
+        for term in self.loss_terms if self._eval_batches else ():  # generate-mode evaluation computes no loss
+            if not term.train_only:
+                total = self._term_totals["eval"].get(term.name, 0.0)
+                metrics[f"{metric_key_prefix}_{term.name}"] = self._mean_over_processes(total) / max(self._eval_batches, 1)
+        return EvalLoopOutput(predictions=predictions, label_ids=labels, metrics=metrics, num_samples=n)
+
+
+def _first_rows(value: Any, n: int) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, (tuple, list)):
+        return type(value)(_first_rows(v, n) for v in value)
+    return value[:n]
+
+
+class LabelScoringTrainer(ToolkitTrainer):
+    """Evaluation predictions are label scores instead of generated tokens (rank classification).
+
+    `prediction_step` returns (teacher-forced loss on the reference, scores (batch, num_labels),
+    reference label ids); see `scoring.score_labels`.
+    """
+
+    def __init__(self, *args: Any, candidates: torch.Tensor, length_normalize: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.candidates = candidates
+        self.length_normalize = length_normalize
+
+    def prediction_step(
+        self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys: list[str] | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        from scoring import score_labels
+
+        inputs = self._prepare_inputs(inputs)
+        labels = inputs.get("labels")
+        loss = None
+        if labels is not None:
+            with torch.no_grad(), self.compute_loss_context_manager():
+                loss = self.compute_loss(model, dict(inputs)).detach()
+        if prediction_loss_only:
+            return loss, None, None
+        with self.compute_loss_context_manager():
+            scores = score_labels(  # the bare model: a DDP wrapper has no get_encoder()
+                self.accelerator.unwrap_model(model), inputs["input_ids"], inputs.get("attention_mask"),
+                self.candidates, self.length_normalize,
+            )
+        return loss, scores, labels
+
+
+class SamplingTrainer(ToolkitTrainer):
+    """Evaluation adds sampled-completion metrics to the eval loss (seq2seq.py).
+
+    `sampler` (seq2seq.CompletionSampler) has the eval `records`, an `evaluate(trainer)` that samples
+    and scores them, and keeps the merged metrics in `last_metrics`. The metrics are merged before the
+    Trainer logs them, so W&B, callbacks and `metric_for_best_model` see `eval_exact_match` etc.
+    """
+
+    def __init__(self, *args: Any, sampler: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sampler = sampler
+
+    def evaluation_loop(self, dataloader: Any, description: str, prediction_loss_only: bool | None = None,
+                        ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval") -> Any:
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only=True,
+                                         ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        if metric_key_prefix == "eval" and self.sampler.records:
+            sampled = self.sampler.evaluate(self)
+            output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in sampled.items()})
+            self.sampler.last_metrics = dict(output.metrics)
+        return output
