@@ -178,6 +178,9 @@ def check_resume_flag(resume_from_checkpoint: Any) -> None:
     if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint not in ("True", "true", "auto"):
         if not os.path.isdir(resume_from_checkpoint):
             raise UserError(f"--resume_from_checkpoint {resume_from_checkpoint}: no such checkpoint directory")
+        if not os.path.isfile(os.path.join(resume_from_checkpoint, "trainer_state.json")):
+            raise UserError(f"--resume_from_checkpoint {resume_from_checkpoint}: not a complete checkpoint (no trainer_state.json; "
+                            "a save that was cut short?); give another checkpoint-N dir, or 'auto' for the newest complete one")
 
 
 @dataclasses.dataclass

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from arguments import light_parse, parse_args
 from errors import UserError, run_main
 from modeling import check_model_source
-from outputs import RunOutputs, check_output_dir
+from outputs import RunLock, RunOutputs, check_not_model_dir, check_output_dir
 from records import (
     Record,
     default_run_name,
@@ -34,6 +34,7 @@ from records import (
     is_string,
     load_run_records,
     model_folder_or_name,
+    preempted_run_name,
     run_path,
 )
 
@@ -82,52 +83,55 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # before anything is written or logged (a mistake is one line on stderr).
     early = light_parse(ARGUMENTS, argv)
     checked = check_inputs(*early) if early else None
+    with RunLock(checked[1] if checked else None):  # one run per run dir
+        from transformers import set_seed
 
-    from transformers import set_seed
+        from modeling import fit_embeddings_to_tokenizer, load_model, load_tokenizer
+        from runner import rank_zero_value, run_training, setup_logging
+        from scoring import YesNoHead
 
-    from modeling import fit_embeddings_to_tokenizer, load_model, load_tokenizer
-    from runner import rank_zero_value, run_training, setup_logging
-    from scoring import YesNoHead
+        data_args, training_args = parse_args(ARGUMENTS, argv, __doc__, early)
+        model_dir, run_dir, records = checked or check_inputs(data_args, training_args)
+        run_dir = training_args.output_dir = rank_zero_value(training_args, run_dir)  # one run dir for all processes
 
-    data_args, training_args = parse_args(ARGUMENTS, argv, __doc__, early)
-    model_dir, run_dir, records = checked or check_inputs(data_args, training_args)
-    run_dir = training_args.output_dir = rank_zero_value(training_args, run_dir)  # one run dir for all processes
+        tokenizer = load_tokenizer(model_dir, "--model_pretrain_name")
+        head = YesNoHead(single_token_id(tokenizer, data_args.yes_token, "--yes_token"),
+                         single_token_id(tokenizer, data_args.no_token, "--no_token"))
 
-    tokenizer = load_tokenizer(model_dir, "--model_pretrain_name")
-    head = YesNoHead(single_token_id(tokenizer, data_args.yes_token, "--yes_token"),
-                     single_token_id(tokenizer, data_args.no_token, "--no_token"))
+        # Model.
+        setup_logging(training_args)
+        if training_args.resume_from_checkpoint == "auto" and not data_args.training_run_name:  # see check_inputs
+            logger.info("resume auto without --training_run_name: run dir %s (the newest preempted run of this data and "
+                        "model, else a new one)", run_dir)
+        set_seed(training_args.seed)
+        model = load_model(model_dir, "--model_pretrain_name")
+        fit_embeddings_to_tokenizer(model, tokenizer)
 
-    # Model.
-    setup_logging(training_args)
-    set_seed(training_args.seed)
-    model = load_model(model_dir, "--model_pretrain_name")
-    fit_embeddings_to_tokenizer(model, tokenizer)
+        # Data: (templated) input -> encoder ids; the soft target travels as the label.
+        features = {split: encode(rows, tokenizer, data_args.template, data_args.max_source_length, split, labeled=split != "predict")
+                    for split, rows in records.items()}
+        log_examples(tokenizer, next(iter(features.values())), data_args)
 
-    # Data: (templated) input -> encoder ids; the soft target travels as the label.
-    features = {split: encode(rows, tokenizer, data_args.template, data_args.max_source_length, split, labeled=split != "predict")
-                for split, rows in records.items()}
-    log_examples(tokenizer, next(iter(features.values())), data_args)
+        # Trainer: one decoder step; the loss and the scores read the yes/no logits.
+        trainer = build_trainer(model, tokenizer, training_args, head, features.get("train"), features.get("eval"))
 
-    # Trainer: one decoder step; the loss and the scores read the yes/no logits.
-    trainer = build_trainer(model, tokenizer, training_args, head, features.get("train"), features.get("eval"))
+        # Train, evaluate, predict.
+        results: dict[str, Any] = {}
+        if "train" in features:
+            results.update(run_training(trainer))
+        scores: dict[str, list[float]] = {}
+        for split in ("eval", "predict"):
+            if split in features:
+                output = trainer.predict(features[split], metric_key_prefix=split)  # one pass: metrics and scores
+                if split == "eval":
+                    trainer.log(output.metrics)  # as trainer.evaluate() would: log history, W&B, TensorBoard
+                results.update(output.metrics)
+                scores[split] = [round(float(s), 6) for s in output.predictions]
 
-    # Train, evaluate, predict.
-    results: dict[str, Any] = {}
-    if "train" in features:
-        results.update(run_training(trainer))
-    scores: dict[str, list[float]] = {}
-    for split in ("eval", "predict"):
-        if split in features:
-            output = trainer.predict(features[split], metric_key_prefix=split)  # one pass: metrics and scores
-            if split == "eval":
-                trainer.log(output.metrics)  # as trainer.evaluate() would: log history, W&B, TensorBoard
-            results.update(output.metrics)
-            scores[split] = [round(float(s), 6) for s in output.predictions]
-
-    # Outputs (the main process only).
-    if trainer.is_world_process_zero():
-        write_outputs(run_dir, records, scores, trainer, results, (data_args, training_args), argv)
-    return results
+        # Outputs (the main process only).
+        if trainer.is_world_process_zero():
+            write_outputs(run_dir, records, scores, trainer, results, (data_args, training_args), argv)
+        return results
 
 
 def data_label(data_args: ClfDataArguments) -> str | None:
@@ -143,9 +147,12 @@ def check_inputs(data_args: ClfDataArguments, run: Any) -> tuple[str, str, dict[
     An evaluation/prediction-only run may write beside a finished one (under new file names).
     """
     model_dir = model_folder_or_name(data_args.mount_dir, data_args.model_pretrain_name)
-    check_model_source(model_dir, "--model_pretrain_name")
-    run_dir = run_path(data_args.mount_dir, data_args.training_run_name or default_run_name(data_label(data_args), model_dir))
+    check_model_source(model_dir, "--model_pretrain_name", needs_tokenizer=True)
+    resumed = preempted_run_name(data_args.mount_dir, data_label(data_args), model_dir) if run.resume_from_checkpoint == "auto" else None
+    run_dir = run_path(data_args.mount_dir, data_args.training_run_name or resumed or default_run_name(data_label(data_args), model_dir))
     check_output_dir(run_dir, run.overwrite_output_dir, run.no_train or bool(run.resume_from_checkpoint))
+    if not run.no_train:
+        check_not_model_dir(run_dir, model_dir, "--training_run_name", "--model_pretrain_name")
     return model_dir, run_dir, load_records(data_args, train=not run.no_train)
 
 

@@ -6,6 +6,8 @@ code 2, without a traceback. A bug in our code still raises.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
 import sys
 from typing import Any, Callable
@@ -32,6 +34,24 @@ def _request_preemption(signum: int, frame: Any) -> None:
     _preemption_requested = True
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def stop_with_launcher() -> None:
+    """Under a launcher (torchrun, deepspeed, accelerate launch), have the kernel send us SIGUSR1 when the
+    launcher dies, so that a killed launcher ends in a checkpoint and exit 75 instead of an orphan that
+    keeps writing into the output dir. Not for a plain `python script.py`: `nohup` users expect training
+    to outlive their shell. Linux only; elsewhere nothing happens."""
+    if not sys.platform.startswith("linux") or not ("LOCAL_RANK" in os.environ or "ACCELERATE_USE_CPU" in os.environ):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGUSR1, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the launcher died before we asked
+        _request_preemption(signal.SIGUSR1, None)
+
+
 def run_main(main: Callable[[list[str] | None], Any]) -> None:
     """Run a script's `main`, turning a `UserError` into one line on stderr and exit code 2.
 
@@ -40,6 +60,7 @@ def run_main(main: Callable[[list[str] | None], Any]) -> None:
     """
     for sig in (signal.SIGTERM, signal.SIGUSR1):
         signal.signal(sig, _request_preemption)
+    stop_with_launcher()
     try:
         main(None)
     except UserError as err:

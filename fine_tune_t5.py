@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from arguments import light_parse, parse_args
 from errors import UserError, run_main
 from modeling import check_model_source
-from outputs import RunOutputs, check_output_dir, write_records
+from outputs import RunLock, RunOutputs, check_not_model_dir, check_output_dir, write_records
 from tasks import LocalSplits, get_task, load_task_splits, read_local_splits, tokenize_task_split
 
 if TYPE_CHECKING:
@@ -83,83 +83,83 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # Flags, task, paths and local data files first, before the heavy imports: a mistake is reported in about a second.
     early = light_parse(ARGUMENTS, argv)
     checked = check_inputs(*early) if early else None
+    with RunLock(early[-1].output_dir or "trainer_output" if early else None):  # one run per output dir
+        from transformers import DataCollatorForSeq2Seq, set_seed
 
-    from transformers import DataCollatorForSeq2Seq, set_seed
+        from modeling import fit_embeddings_to_tokenizer, load_model, load_tokenizer
+        from runner import run_training, setup_logging
 
-    from modeling import fit_embeddings_to_tokenizer, load_model, load_tokenizer
-    from runner import run_training, setup_logging
+        task_args, model_args, training_args = parse_args(ARGUMENTS, argv, __doc__, early)
+        entry, mode, roles, local = checked or check_inputs(task_args, model_args, training_args)
+        setup_logging(training_args)
 
-    task_args, model_args, training_args = parse_args(ARGUMENTS, argv, __doc__, early)
-    entry, mode, roles, local = checked or check_inputs(task_args, model_args, training_args)
-    setup_logging(training_args)
+        # Data.
+        raw = load_task_splits(
+            entry, dataset_dir=task_args.dataset_dir, train_file=task_args.train_file,
+            validation_file=task_args.validation_file, test_file=task_args.test_file, roles=roles, local=local,
+        )
+        set_seed(training_args.seed)
+        tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.model_name_or_path,
+                                   "--tokenizer_name" if model_args.tokenizer_name else "--model_name_or_path")
+        overrides = {} if model_args.dropout_rate is None else {"dropout_rate": model_args.dropout_rate}
+        model = load_model(model_args.model_name_or_path, **overrides)
+        fit_embeddings_to_tokenizer(model, tokenizer)
 
-    # Data.
-    raw = load_task_splits(
-        entry, dataset_dir=task_args.dataset_dir, train_file=task_args.train_file,
-        validation_file=task_args.validation_file, test_file=task_args.test_file, roles=roles, local=local,
-    )
-    set_seed(training_args.seed)
-    tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.model_name_or_path,
-                               "--tokenizer_name" if model_args.tokenizer_name else "--model_name_or_path")
-    overrides = {} if model_args.dropout_rate is None else {"dropout_rate": model_args.dropout_rate}
-    model = load_model(model_args.model_name_or_path, **overrides)
-    fit_embeddings_to_tokenizer(model, tokenizer)
+        with training_args.main_process_first(desc="tokenizing"):
+            splits = {name: limit(dataset, sample_limit(name, entry, task_args)) for name, dataset in raw.items()}
+            tokenized = {name: tokenize_task_split(entry, name, dataset, tokenizer, task_args.max_source_length, task_args.max_target_length,
+                                                   task_args.preprocessing_num_workers) for name, dataset in splits.items()}
+        train = tokenized.get(entry["splits"]["train"][0]) if "train" in roles else None
+        evals = {name: tokenized[name] for name in entry["splits"].get("validation", []) if name in tokenized}
+        log_examples(tokenizer, train if train is not None else next(iter(tokenized.values())))
 
-    with training_args.main_process_first(desc="tokenizing"):
-        splits = {name: limit(dataset, sample_limit(name, entry, task_args)) for name, dataset in raw.items()}
-        tokenized = {name: tokenize_task_split(entry, name, dataset, tokenizer, task_args.max_source_length, task_args.max_target_length,
-                                               task_args.preprocessing_num_workers) for name, dataset in splits.items()}
-    train = tokenized.get(entry["splits"]["train"][0]) if "train" in roles else None
-    evals = {name: tokenized[name] for name in entry["splits"].get("validation", []) if name in tokenized}
-    log_examples(tokenizer, train if train is not None else next(iter(tokenized.values())))
+        # Trainer: label scoring or generation; the task's metric picks the best checkpoint.
+        from data_collators import PaddingCounter
 
-    # Trainer: label scoring or generation; the task's metric picks the best checkpoint.
-    from data_collators import PaddingCounter
+        pad_multiple = 8 if training_args.bf16 and not training_args.use_cpu else None
+        collator = PaddingCounter(
+            DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, pad_to_multiple_of=pad_multiple,
+                                   padding="max_length" if task_args.pad_to_max_length else "longest",
+                                   max_length=task_args.max_source_length if task_args.pad_to_max_length else None),
+            tokenizer.pad_token_id,
+        )
+        if training_args.metric_for_best_model is None and evals:
+            training_args.metric_for_best_model, training_args.greater_is_better = best_model_metric(entry, list(evals)), True
+        if mode == "generate":  # decode labels greedily, at most one token longer than the longest label
+            training_args.predict_with_generate = True
+            training_args.generation_max_length = training_args.generation_max_length or generation_length(entry, tokenizer, task_args.max_target_length)
+            training_args.generation_num_beams = training_args.generation_num_beams or 1
+        trainer = build_trainer(mode, entry, model, tokenizer, training_args, task_args, train, evals, collator)
 
-    pad_multiple = 8 if training_args.bf16 and not training_args.use_cpu else None
-    collator = PaddingCounter(
-        DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, pad_to_multiple_of=pad_multiple,
-                               padding="max_length" if task_args.pad_to_max_length else "longest",
-                               max_length=task_args.max_source_length if task_args.pad_to_max_length else None),
-        tokenizer.pad_token_id,
-    )
-    if training_args.metric_for_best_model is None and evals:
-        training_args.metric_for_best_model, training_args.greater_is_better = best_model_metric(entry, list(evals)), True
-    if mode == "generate":  # decode labels greedily, at most one token longer than the longest label
-        training_args.predict_with_generate = True
-        training_args.generation_max_length = training_args.generation_max_length or generation_length(entry, tokenizer, task_args.max_target_length)
-        training_args.generation_num_beams = training_args.generation_num_beams or 1
-    trainer = build_trainer(mode, entry, model, tokenizer, training_args, task_args, train, evals, collator)
+        # Train (after an optional hyper-parameter search), evaluate, predict.
+        from metrics import task_metric_key  # results keys unique across benchmarks, as metrics.glue_average reads them
 
-    # Train (after an optional hyper-parameter search), evaluate, predict.
-    from metrics import task_metric_key  # results keys unique across benchmarks, as metrics.glue_average reads them
+        results: dict[str, Any] = {"eval_mode": mode}  # in every results file: T5's published numbers come from generate
+        if task_args.hp_search and train is not None and evals:
+            results["hp_search_best"] = search_hyperparameters(
+                trainer, lambda: load_model(model_args.model_name_or_path, **overrides), task_args.hp_trials)
+        elif task_args.hp_search:
+            raise UserError(f"--hp_search needs training and a validation split; task {entry['name']} run has {', '.join(raw)}")
+        if train is not None:
+            results.update(run_training(trainer))
+            results["padded_token_fraction"] = collator.padded_fraction
+            logger.info("padded-token fraction of the batches built: %.3f", collator.padded_fraction)
+        for name, dataset in evals.items():
+            prefix = "eval" if len(evals) == 1 else f"eval_{name}"
+            metrics = trainer.evaluate(dataset, metric_key_prefix=prefix)
+            results.update(metrics)
+            results.update({f"{task_metric_key(entry, name)}/{m}": metrics[f"{prefix}_{m}"] for m in entry["metric_names"]})
+        predictions = {}
+        if training_args.do_predict:
+            for name in entry["splits"].get("test", []):
+                if name in tokenized:
+                    predictions[name] = predict(trainer, mode, entry, tokenizer, tokenized[name])
 
-    results: dict[str, Any] = {"eval_mode": mode}  # in every results file: T5's published numbers come from generate
-    if task_args.hp_search and train is not None and evals:
-        results["hp_search_best"] = search_hyperparameters(
-            trainer, lambda: load_model(model_args.model_name_or_path, **overrides), task_args.hp_trials)
-    elif task_args.hp_search:
-        raise UserError(f"--hp_search needs training and a validation split; task {entry['name']} run has {', '.join(raw)}")
-    if train is not None:
-        results.update(run_training(trainer))
-        results["padded_token_fraction"] = collator.padded_fraction
-        logger.info("padded-token fraction of the batches built: %.3f", collator.padded_fraction)
-    for name, dataset in evals.items():
-        prefix = "eval" if len(evals) == 1 else f"eval_{name}"
-        metrics = trainer.evaluate(dataset, metric_key_prefix=prefix)
-        results.update(metrics)
-        results.update({f"{task_metric_key(entry, name)}/{m}": metrics[f"{prefix}_{m}"] for m in entry["metric_names"]})
-    predictions = {}
-    if training_args.do_predict:
-        for name in entry["splits"].get("test", []):
-            if name in tokenized:
-                predictions[name] = predict(trainer, mode, entry, tokenizer, tokenized[name])
-
-    # Outputs: only the main process writes.
-    if trainer.is_world_process_zero():
-        write_outputs(training_args.output_dir, entry, splits, predictions, trainer, results,
-                      (task_args, model_args, training_args), argv)
-    return results
+        # Outputs: only the main process writes.
+        if trainer.is_world_process_zero():
+            write_outputs(training_args.output_dir, entry, splits, predictions, trainer, results,
+                          (task_args, model_args, training_args), argv)
+        return results
 
 
 # The search space of sweeps/glue_*.yaml, for runs without a W&B server.
@@ -213,9 +213,11 @@ def check_inputs(task_args: TaskArguments, model_args: ModelArguments, run: Any)
     roles = [r for r in ("train", "validation", "test") if r in entry["splits"] and wanted(r, run)]
     if not roles:
         raise UserError(f"task {entry['name']}: nothing to do; it has only {', '.join(entry['splits'])} splits (use --do_predict)")
-    check_model_source(model_args.model_name_or_path, "--model_name_or_path")
+    check_model_source(model_args.model_name_or_path, "--model_name_or_path", needs_tokenizer=not model_args.tokenizer_name)
     if model_args.tokenizer_name:
-        check_model_source(model_args.tokenizer_name, "--tokenizer_name", needs_config=False)
+        check_model_source(model_args.tokenizer_name, "--tokenizer_name", needs_config=False, needs_tokenizer=True)
+    if not run.no_train:
+        check_not_model_dir(run.output_dir or "trainer_output", model_args.model_name_or_path, "--output_dir", "--model_name_or_path")
     local = read_local_splits(entry, dataset_dir=task_args.dataset_dir, train_file=task_args.train_file,
                               validation_file=task_args.validation_file, test_file=task_args.test_file, roles=roles)
     return entry, mode, roles, local

@@ -257,7 +257,10 @@ def token_f1(prediction: str, reference: str) -> float:
 def generation_metrics(samples: Sequence[Sequence[str]], references: Sequence[str], tokenizer: Any = None) -> dict[str, float]:
     """Metrics of sampled completions (`samples[i]`: the n samples of record i) against the references.
 
-    exact_match (first sample) and exact_match_any (any sample), after `normalize_answer`, x100;
+    exact_match (first sample) and exact_match_any (any sample): the string equals the reference once
+    both are stripped of surrounding whitespace, x100. exact_match_normalized: the first sample after
+    `normalize_answer` (SQuAD's), x100; it drops punctuation and signs, so it counts "3" for "-3", "35"
+    for "3.5" and "1,000" for "1000" (and "The cat." for "cat"): read it for free text, not numbers.
     token_f1 (SQuAD) and rougeL (F-measure, rouge-score) of the first sample, x100; bleu (sacrebleu
     corpus BLEU of the first samples); gen_len, the mean length of all samples in tokens (words
     without a tokenizer).
@@ -272,9 +275,9 @@ def generation_metrics(samples: Sequence[Sequence[str]], references: Sequence[st
     lengths = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) if tokenizer else len(text.split())
                for s in samples for text in s]
     return {
-        "exact_match": 100 * float(np.mean([normalize_answer(p) == normalize_answer(r) for p, r in zip(first, references)])),
-        "exact_match_any": 100 * float(np.mean([any(normalize_answer(p) == normalize_answer(r) for p in s)
-                                                for s, r in zip(samples, references)])),
+        "exact_match": 100 * float(np.mean([p.strip() == r.strip() for p, r in zip(first, references)])),
+        "exact_match_normalized": 100 * float(np.mean([normalize_answer(p) == normalize_answer(r) for p, r in zip(first, references)])),
+        "exact_match_any": 100 * float(np.mean([any(p.strip() == r.strip() for p in s) for s, r in zip(samples, references)])),
         "token_f1": 100 * float(np.mean([token_f1(p, r) for p, r in zip(first, references)])),
         "rougeL": 100 * float(np.mean([scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(first, references)])),
         "bleu": float(sacrebleu.corpus_bleu(first, [list(references)]).score),

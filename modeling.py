@@ -81,16 +81,30 @@ def save_tokenizer(tokenizer: Any, output_dir: str) -> None:
 _HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")  # name or org/name
 
 
-def check_model_source(name: str, flag: str, needs_config: bool = True) -> None:
+# Files a tokenizer loads from: fast (tokenizer.json), SentencePiece (T5's spiece.model, XLM-R's),
+# byte-level BPE (GPT-2's vocab.json + merges.txt), WordPiece (BERT's vocab.txt).
+TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "sentencepiece.bpe.model", "vocab.json", "vocab.txt")
+
+
+def check_model_source(name: str, flag: str, needs_config: bool = True, needs_tokenizer: bool = False) -> None:
     """Checks that need no download and no heavy import, run before transformers is imported.
 
-    A local directory must hold a saved model (config.json) when `needs_config`; a path that does
-    not exist must at least look like a Hub name (`name` or `org/name`), whose loading is tried, and
-    its failure reported, when the model is loaded.
+    A local directory must hold a saved model (config.json) when `needs_config`, and a tokenizer when
+    `needs_tokenizer` (without one transformers 5.x builds a tokenizer that maps every word to <unk>,
+    silently); a path that does not exist must at least look like a Hub name (`name` or `org/name`),
+    whose loading is tried, and its failure reported, when the model is loaded.
     """
     if os.path.isdir(name):
-        if needs_config and not os.path.isfile(os.path.join(name, "config.json")):
+        config = os.path.join(name, "config.json")
+        if needs_config and not os.path.isfile(config):
             raise UserError(f"{flag} {name!r}: the directory holds no config.json; give a saved model's directory or a Hub name")
+        if needs_config:
+            from records import read_records
+
+            read_records(config)  # a broken config.json: one line with the position, not a tokenizer error later
+        if needs_tokenizer and not any(os.path.isfile(os.path.join(name, f)) for f in TOKENIZER_FILES):
+            raise UserError(f"{flag} {name!r}: the directory holds no tokenizer (none of {', '.join(TOKENIZER_FILES)}); "
+                            "save the tokenizer beside the model, or pass --tokenizer_name")
         return
     if os.path.exists(name):
         raise UserError(f"{flag} {name!r}: is a file; give a saved model's directory or a Hub name")
@@ -106,7 +120,8 @@ def _load_error(kind: str, flag: str, name: str, err: Exception) -> UserError:
     if os.path.isdir(name):
         where = f"the directory holds no loadable {kind} ({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''})"
     elif _offline():
-        where = "no such local directory, and the Hub is off (HF_HUB_OFFLINE=1)"
+        return UserError(f"{flag} {name!r}: not a local directory, and not in the Hub cache with the Hub off (HF_HUB_OFFLINE=1); "
+                         "download it where there is internet (e.g. `huggingface-cli download NAME`) or give a local directory")
     else:
         where = f"no such local directory, and the Hub said: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
     return UserError(f"{flag} {name!r}: cannot load the {kind}: {where}; give a local directory or a Hub name")
@@ -139,6 +154,11 @@ def load_model(name_or_path: str, flag: str = "--model_name_or_path", **override
         model = T5ForConditionalGeneration.from_pretrained(name_or_path, **overrides)
     except (OSError, ValueError) as err:
         raise _load_error("model", flag, name_or_path, err) from None
+    except Exception as err:  # a truncated or corrupt weights file (safetensors raises its own error type)
+        if not os.path.isdir(name_or_path) or "safetensor" not in type(err).__module__ + str(err).lower():
+            raise
+        raise UserError(f"{flag} {name_or_path!r}: the weights file is damaged ({str(err).strip().splitlines()[0]}); "
+                        "a save that was cut short? Use another checkpoint") from None
     from transformers.integrations import is_deepspeed_zero3_enabled
 
     if is_deepspeed_zero3_enabled() and not getattr(model.config, "scale_decoder_outputs", True) and output_layer_is_tied(model):

@@ -11,10 +11,16 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import errno
+import fcntl
 import json
 import logging
+import math
 import os
+import shutil
+import socket
 import tempfile
+import time
 from typing import Any, Mapping, Sequence
 
 from errors import UserError
@@ -24,6 +30,63 @@ logger = logging.getLogger(__name__)
 FINISHED_MARKER = "all_results.json"  # written last by a finished training run
 PREEMPTED_MARKER = "PREEMPTED"  # written when a signal stopped the run after a checkpoint; job scripts requeue
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: try again later
+
+
+LOCK_FILE = ".lock"  # held (flock) by the main process of the run using the folder
+
+
+class RunLock:
+    """One run per output dir: the main process holds an exclusive `flock` on `<output_dir>/.lock` for the
+    run's whole life, and writes its host, pid and start time into it (for the message only: the lock
+    itself dies with its process, so a killed run's lock frees itself). A second run into the same dir,
+    evaluation-only and resumed runs included, is refused with one line naming the holder.
+
+    Other processes of a multi-process run (RANK > 0) do not lock. Some network filesystems (NFS without
+    lock support) do not enforce flock. A dir this lock created and the run left empty is removed again.
+    """
+
+    def __init__(self, output_dir: str | None) -> None:
+        self.output_dir = output_dir
+        self.fd: int | None = None
+        self.created = False
+
+    def __enter__(self) -> "RunLock":
+        if self.output_dir is None or int(os.environ.get("RANK", "0")) != 0:
+            return self
+        self.created = not os.path.exists(self.output_dir)
+        os.makedirs(self.output_dir, exist_ok=True)
+        path = os.path.join(self.output_dir, LOCK_FILE)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 500).decode("utf-8", "replace").strip() or "a process that did not say who it is"
+            os.close(fd)
+            raise UserError(f"{self.output_dir}: another run is using this output dir ({holder}); wait for it to end, "
+                            "or choose another output dir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"host {socket.gethostname()} pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd is None:
+            return
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = None
+        if self.created and os.listdir(self.output_dir) == [LOCK_FILE]:  # nothing written: leave no folder behind
+            shutil.rmtree(self.output_dir, ignore_errors=True)
+
+
+def check_not_model_dir(output_dir: str, model: str, output_flag: str, model_flag: str) -> None:
+    """Refuse to train into the folder of the model training starts from (it would be overwritten)."""
+    if not os.path.isdir(model):
+        return  # a Hub name
+    out, base = os.path.realpath(output_dir), os.path.realpath(model)
+    if out == base or out.startswith(base + os.sep):
+        raise UserError(f"{output_flag} {output_dir}: is the starting model's folder ({model_flag} {model}) or inside it; "
+                        "training would overwrite the model it starts from: choose another output")
 
 
 def unique_path(path: str) -> str:
@@ -41,6 +104,9 @@ def check_output_dir(output_dir: str, overwrite: bool, resuming: bool = False) -
     path = os.path.abspath(output_dir)
     probe = path
     while probe and not os.path.exists(probe):
+        if os.path.islink(probe):
+            raise UserError(f"--output_dir {output_dir}: {probe} is a symbolic link to {os.readlink(probe)}, which does not exist; "
+                            "create its target or choose another output_dir")
         probe = os.path.dirname(probe)
     if probe and os.path.exists(probe) and not os.path.isdir(probe):
         raise UserError(f"--output_dir {output_dir}: {probe} is a file, not a directory; choose another output_dir")
@@ -74,10 +140,11 @@ def write_records(path: str, rows: Sequence[Mapping[str, Any]], carry: Sequence[
         rows = _with_record_fields(path, rows, carry, example_of)
     base = path[:-3] if path.endswith(".gz") else path
     kind = os.path.splitext(base)[1].lower()
+    warned: list[bool] = []
     if kind == ".jsonl":
-        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        text = "".join(_json_line(row, path, warned) + "\n" for row in rows)
     elif kind == ".json":
-        text = json.dumps(list(rows), ensure_ascii=False, indent=1) + "\n"
+        text = "[\n" + ",\n".join(_json_line(row, path, warned) for row in rows) + "\n]\n"
     elif kind in (".csv", ".tsv"):
         columns = list(dict.fromkeys(key for row in rows for key in row))
         buffer = io.StringIO()
@@ -95,6 +162,33 @@ def write_records(path: str, rows: Sequence[Mapping[str, Any]], carry: Sequence[
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _json_line(row: Any, path: str, warned: list[bool]) -> str:
+    """`row` as JSON; NaN and infinities (which JSON has no words for) become null, with one warning."""
+    try:
+        return json.dumps(row, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        if not warned:
+            logger.warning("%s: NaN or infinite values written as null (JSON has no NaN)", os.path.basename(path))
+            warned.append(True)
+        return json.dumps(_finite(row), ensure_ascii=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _with_record_fields(path: str, rows: Sequence[Mapping[str, Any]], carry: Sequence[Mapping[str, Any]],
                         example_of: Sequence[int] | None) -> list[dict[str, Any]]:
     examples = range(len(rows)) if example_of is None else example_of
@@ -110,18 +204,30 @@ def _with_record_fields(path: str, rows: Sequence[Mapping[str, Any]], carry: Seq
 
 
 def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Write a file through a uniquely named temporary file in its folder and a rename."""
+    """Write a file through a uniquely named temporary file in its folder and a rename. The file gets the
+    mode a plain `open()` would give it (0644 under umask 022), not mkstemp's 0600: collaborators on a
+    shared cluster read results."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            raise disk_full(directory, os.path.basename(path)) from None
         raise
+
+
+def disk_full(directory: str, what: str) -> UserError:
+    """The one-line error for `OSError 28` (no space left on device), with the free space left."""
+    free = shutil.disk_usage(directory).free if os.path.isdir(directory) else 0
+    return UserError(f"{directory}: disk full while writing {what} ({free / 2**20:.1f} MiB free); free space or choose "
+                     "another output dir (files written before are intact)")
 
 
 class RunOutputs:

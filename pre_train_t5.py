@@ -20,7 +20,7 @@ from corpus import CorpusFiles, find_corpus_files, load_raw_corpus, split_off_va
 from data_collators import T5DataCollator, compute_input_and_target_lengths
 from errors import UserError, run_main
 from modeling import check_model_source
-from outputs import FINISHED_MARKER, RunOutputs, check_output_dir
+from outputs import FINISHED_MARKER, RunLock, RunOutputs, check_not_model_dir, check_output_dir
 
 logger = logging.getLogger("pre_train_t5")
 
@@ -158,62 +158,62 @@ def main(argv: list[str] | None = None, callbacks: list[Any] | None = None) -> d
     # Flags, paths and corpus files first, before the heavy imports: a mistake is reported in about a second.
     early = light_parse(ARGUMENTS, argv)
     files = check_inputs(*early) if early else None
+    with RunLock(early[-1].output_dir or "trainer_output" if early else None):  # one run per output dir
+        from transformers import set_seed
 
-    from transformers import set_seed
+        from runner import setup_logging
+        from trainers import ToolkitTrainer
 
-    from runner import setup_logging
-    from trainers import ToolkitTrainer
+        model_args, data_args, training_args = parse_args(ARGUMENTS, argv, __doc__, early)
+        if early is None:  # --help
+            files = check_inputs(model_args, data_args, training_args)
+        setup_logging(training_args)
+        set_seed(training_args.seed)
 
-    model_args, data_args, training_args = parse_args(ARGUMENTS, argv, __doc__, early)
-    if early is None:  # --help
-        files = check_inputs(model_args, data_args, training_args)
-    setup_logging(training_args)
-    set_seed(training_args.seed)
+        # Data, tokenizer and model.
+        raw = load_raw_corpus(files, data_args.dataset_name, data_args.dataset_config_name, data_args.text_column, data_args.streaming)
+        tokenizer = get_tokenizer(model_args, raw["train"], data_args.text_column, training_args.seed)
+        model = get_model(model_args, tokenizer)
+        expanded_length, target_length = compute_input_and_target_lengths(
+            data_args.max_seq_length, data_args.noise_density, data_args.mean_noise_span_length
+        )
+        logger.info(
+            "model: %.2fM parameters, %s; rows of %d tokens corrupt to %d inputs / %d labels",
+            model.num_parameters() / 1e6, training_args.precision, expanded_length, data_args.max_seq_length, target_length,
+        )
 
-    # Data, tokenizer and model.
-    raw = load_raw_corpus(files, data_args.dataset_name, data_args.dataset_config_name, data_args.text_column, data_args.streaming)
-    tokenizer = get_tokenizer(model_args, raw["train"], data_args.text_column, training_args.seed)
-    model = get_model(model_args, tokenizer)
-    expanded_length, target_length = compute_input_and_target_lengths(
-        data_args.max_seq_length, data_args.noise_density, data_args.mean_noise_span_length
-    )
-    logger.info(
-        "model: %.2fM parameters, %s; rows of %d tokens corrupt to %d inputs / %d labels",
-        model.num_parameters() / 1e6, training_args.precision, expanded_length, data_args.max_seq_length, target_length,
-    )
+        # Tokenize once, pack into rows, hold out validation.
+        packed = tokenize_and_pack(raw, tokenizer, expanded_length, data_args.text_column, data_args.preprocessing_num_workers, training_args.main_process_first)
+        source = files.train if files else data_args.dataset_name or "the embedded default corpus"
+        _check_rows(packed["train"], "training", source, expanded_length)
+        if "validation" in packed:
+            _check_rows(packed["validation"], "validation", files.validation if files and files.validation else source, expanded_length)
+        train_rows, eval_rows = split_off_validation(packed, data_args.validation_split_percentage, training_args.seed, data_args.max_eval_samples or 1000, source)
+        train_rows, eval_rows = _limit(train_rows, data_args.max_train_samples), _limit(eval_rows, data_args.max_eval_samples)
+        train_rows = train_rows.map(lambda _, i: {"row_id": i}, with_indices=True)  # the collator's noise key
 
-    # Tokenize once, pack into rows, hold out validation.
-    packed = tokenize_and_pack(raw, tokenizer, expanded_length, data_args.text_column, data_args.preprocessing_num_workers, training_args.main_process_first)
-    source = files.train if files else data_args.dataset_name or "the embedded default corpus"
-    _check_rows(packed["train"], "training", source, expanded_length)
-    if "validation" in packed:
-        _check_rows(packed["validation"], "validation", files.validation if files and files.validation else source, expanded_length)
-    train_rows, eval_rows = split_off_validation(packed, data_args.validation_split_percentage, training_args.seed, data_args.max_eval_samples or 1000, source)
-    train_rows, eval_rows = _limit(train_rows, data_args.max_train_samples), _limit(eval_rows, data_args.max_eval_samples)
-    train_rows = train_rows.map(lambda _, i: {"row_id": i}, with_indices=True)  # the collator's noise key
+        # Span corruption.
+        try:
+            collator = T5DataCollator(tokenizer, data_args.noise_density, data_args.mean_noise_span_length, data_args.max_seq_length, seed=training_args.seed)
+        except ValueError as err:
+            raise UserError(f"tokenizer: {err}") from None
+        eval_rows = corrupt_once(eval_rows, collator)
+        log_examples(collator, train_rows, tokenizer, source, eval_rows.num_rows)
 
-    # Span corruption.
-    try:
-        collator = T5DataCollator(tokenizer, data_args.noise_density, data_args.mean_noise_span_length, data_args.max_seq_length, seed=training_args.seed)
-    except ValueError as err:
-        raise UserError(f"tokenizer: {err}") from None
-    eval_rows = corrupt_once(eval_rows, collator)
-    log_examples(collator, train_rows, tokenizer, source, eval_rows.num_rows)
-
-    # Train and evaluate.
-    argmax, compute_metrics = token_accuracy_metrics()
-    trainer = ToolkitTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_rows,
-        eval_dataset=eval_rows,
-        data_collator=collator,
-        processing_class=tokenizer,
-        compute_metrics=compute_metrics,
-        preprocess_logits_for_metrics=argmax,
-        callbacks=callbacks,
-    )
-    return run_and_report(trainer, training_args, (model_args, data_args, training_args), argv)
+        # Train and evaluate.
+        argmax, compute_metrics = token_accuracy_metrics()
+        trainer = ToolkitTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=train_rows,
+            eval_dataset=eval_rows,
+            data_collator=collator,
+            processing_class=tokenizer,
+            compute_metrics=compute_metrics,
+            preprocess_logits_for_metrics=argmax,
+            callbacks=callbacks,
+        )
+        return run_and_report(trainer, training_args, (model_args, data_args, training_args), argv)
 
 
 def check_inputs(model_args: ModelArguments, data_args: DataArguments, run: Any) -> CorpusFiles | None:
@@ -227,7 +227,10 @@ def check_inputs(model_args: ModelArguments, data_args: DataArguments, run: Any)
     for flag in ("--model_name_or_path", "--config_name", "--tokenizer_name"):
         name = getattr(model_args, flag[2:])
         if name:
-            check_model_source(name, flag, needs_config=flag != "--tokenizer_name")
+            tokenizer_here = flag == "--tokenizer_name" or (flag == "--model_name_or_path" and not model_args.tokenizer_name)
+            check_model_source(name, flag, needs_config=flag != "--tokenizer_name", needs_tokenizer=tokenizer_here)
+    if model_args.model_name_or_path and not run.no_train:
+        check_not_model_dir(run.output_dir or "trainer_output", model_args.model_name_or_path, "--output_dir", "--model_name_or_path")
     return find_corpus_files(data_args.train_file, data_args.validation_file, data_args.data_dir)
 
 

@@ -73,8 +73,23 @@ def model_folder_or_name(mount_dir: str, name: str) -> str:
 
 def default_run_name(data_name: str | None, model: str) -> str:
     """`<data_name>-<model basename>-<YYYYmmdd-HHMMSS>`: a repeated command never lands in a finished run."""
-    base = os.path.basename(os.path.normpath(model)) or "model"
-    return f"{data_name or 'data'}-{base}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    return f"{_run_name_prefix(data_name, model)}{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def preempted_run_name(mount_dir: str, data_name: str | None, model: str) -> str | None:
+    """The newest run of this data and model (named by `default_run_name`) that a signal stopped (it holds
+    the PREEMPTED marker), or None: what `--resume_from_checkpoint auto` without a run name resumes."""
+    from outputs import PREEMPTED_MARKER
+
+    prefix = _run_name_prefix(data_name, model)
+    models = os.path.join(mount_dir, "models")
+    names = sorted(n for n in os.listdir(models) if n.startswith(prefix) and os.path.isfile(os.path.join(models, n, PREEMPTED_MARKER))) \
+        if os.path.isdir(models) else []
+    return names[-1] if names else None
+
+
+def _run_name_prefix(data_name: str | None, model: str) -> str:
+    return f"{data_name or 'data'}-{os.path.basename(os.path.normpath(model)) or 'model'}-"
 
 
 def run_path(mount_dir: str, training_run_name: str) -> str:
@@ -87,12 +102,14 @@ def run_path(mount_dir: str, training_run_name: str) -> str:
 
 
 def load_splits(
-    files: Mapping[str, str | None], data_file: str | None, fields: Mapping[str, Validator], splits: tuple[str, ...]
+    files: Mapping[str, str | None], data_file: str | None, fields: Mapping[str, Validator], splits: tuple[str, ...],
+    not_all_empty: tuple[str, ...] = (),
 ) -> dict[str, list[Record]]:
     """Records of each wanted split, from per-split files (JSON lines or JSON) or one JSON file of splits.
 
     `files` maps a split to its own file (or None); splits without one come from `data_file`'s
-    `{"<split>": [...]}`. Every split must be non-empty and every record must pass `fields`.
+    `{"<split>": [...]}`. Every split must be non-empty and every record must pass `fields`; in no
+    split may every record's string field named in `not_all_empty` be empty (`count_empty`).
     """
     out: dict[str, list[Record]] = {}
     container = None
@@ -114,15 +131,19 @@ def load_splits(
             out[split] = container[split]
         where = path or data_file
         validate(out[split], fields, where, split)
+        for name in not_all_empty:
+            count_empty(out[split], name, where, split)
     return out
 
 
 def load_run_records(
     mount_dir: str, data_name: str | None, train_file: str | None, eval_file: str | None, predict_file: str | None,
     train: bool, fields: Mapping[str, Validator], predict_fields: Mapping[str, Validator],
+    not_all_empty: tuple[str, ...] = (),
 ) -> dict[str, list[Record]]:
     """The records a seq2seq.py / clf.py run needs: train and eval when training, eval (if given) for an
-    evaluation-only run, and `predict` (records checked against `predict_fields`) when a file is given."""
+    evaluation-only run, and `predict` (records checked against `predict_fields`) when a file is given.
+    `not_all_empty`: string fields that may not be empty in every record of a train or eval split."""
     data_file = data_path(mount_dir, data_name) if data_name else None
     if train:
         splits: tuple[str, ...] = ("train", "eval")
@@ -132,7 +153,7 @@ def load_run_records(
         splits = ()
     else:
         raise UserError("--no_train needs eval records (--data_name or --eval_file) or a --predict_file")
-    records = load_splits({"train": train_file, "eval": eval_file}, data_file, fields, splits)
+    records = load_splits({"train": train_file, "eval": eval_file}, data_file, fields, splits, not_all_empty)
     if predict_file:
         records["predict"] = read_records(predict_file, "predict")
         validate(records["predict"], predict_fields, predict_file, "predict")
@@ -142,16 +163,22 @@ def load_run_records(
 def read_records(path: str, split: str | None = None) -> list[Record]:
     """Records of a file (optionally gzipped): JSON lines, a JSON list of records, one JSON object (a file
     of one record), or `{split: [...]}`. The toolkit's one reader of JSON / JSON-lines data files."""
+    return read_numbered_records(path, split)[0]
+
+
+def read_numbered_records(path: str, split: str | None = None) -> tuple[list[Record], list[int] | None]:
+    """`read_records`, plus each record's 1-based line number for JSON lines (blank lines counted);
+    None for one JSON document, whose records have no line of their own."""
     text = read_text(path)
     stripped = text.lstrip()
     if stripped.startswith("["):
-        return _parse_json(text, path)
+        return _parse_json(text, path), None
     if stripped.startswith("{") and _looks_like_one_object(stripped):
         data = json.loads(stripped)
         if split is not None and isinstance(data, dict) and isinstance(data.get(split), list):
-            return data[split]
-        return [data]  # a file of one record
-    records = []
+            return data[split], None
+        return [data], None  # a file of one record
+    records, numbers = [], []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -161,7 +188,8 @@ def read_records(path: str, split: str | None = None) -> list[Record]:
             if number == 1 and stripped.startswith(("{", "[")) and "\n" in stripped.strip():
                 _parse_json(text, path)  # one JSON document over several lines: report where it breaks
             raise UserError(f"{path}: line {number}: invalid JSON at column {err.colno}: {err.msg}") from None
-    return records
+        numbers.append(number)
+    return records, numbers
 
 
 def _looks_like_one_object(text: str) -> bool:
@@ -178,20 +206,31 @@ def validate(records: Any, fields: Mapping[str, Validator], where: str, split: s
         raise UserError(f"{where}: {split!r} must be a list of records")
     if not records:
         raise UserError(f"{where}: the {split} split is empty")
-    for index, record in enumerate(records):
+    for number, record in enumerate(records, start=1):  # 1-based, as users count
         if not isinstance(record, dict):
-            raise UserError(f"{where}: {split} record {index}: must be a JSON object, got {type(record).__name__}")
+            raise UserError(f"{where}: {split} record {number}: must be a JSON object, got {type(record).__name__}")
         for name, check in fields.items():
             if name not in record:
-                raise UserError(f"{where}: {split} record {index}: no {name!r} field (required: {', '.join(fields)})")
+                raise UserError(f"{where}: {split} record {number}: no {name!r} field (required: {', '.join(fields)})")
             problem = check(record[name])
             if problem:
-                raise UserError(f"{where}: {split} record {index}: field {name!r} {problem}")
+                raise UserError(f"{where}: {split} record {number}: field {name!r} {problem}")
+
+
+def count_empty(records: list[Record], name: str, where: str, split: str) -> int:
+    """How many records' string field `name` is empty or only whitespace; a UserError when all are (a
+    model trained on them learns to write nothing, and exact match against them means nothing)."""
+    empty = sum(1 for record in records if not record[name].strip())
+    if empty == len(records):
+        raise UserError(f"{where}: all {empty} {split} records have an empty {name!r} (nothing to learn or score)")
+    return empty
 
 
 def read_text(path: str | os.PathLike) -> str:
     """A whole text file as UTF-8 (gunzipped when it ends in .gz); one-line errors for a missing file, a
-    broken gzip stream and bytes that are not UTF-8."""
+    broken gzip stream and bytes that are not UTF-8. A leading byte-order mark (Excel's and Windows
+    editors' "UTF-8") is dropped, as the utf-8-sig codec does: it would otherwise become part of the
+    first column name or break the JSON."""
     path = str(path)
     if not os.path.isfile(path):
         raise UserError(f"{path}: no such file")
@@ -205,7 +244,7 @@ def read_text(path: str | os.PathLike) -> str:
     except (OSError, EOFError) as err:  # a corrupt or truncated gzip stream
         raise UserError(f"{path}: not a readable gzip file ({err})") from None
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix("\ufeff")  # offsets in errors stay those of the file
     except UnicodeDecodeError as err:
         raise UserError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); re-encode it as UTF-8") from None
 

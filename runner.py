@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from typing import Any
 
@@ -82,17 +83,16 @@ def run_training(trainer: Any) -> dict[str, float]:
     output dir (every process calls this: DeepSpeed gathers the weights); returns the train metrics.
     `trainer` is a `trainers.ToolkitTrainer`, which listens for the signals from its construction on.
 
-    - `--resume_from_checkpoint auto` resumes from the latest checkpoint in the output dir, if any;
-      a resumed run warns where its arguments differ from the checkpoint's (HF #28867).
+    - `--resume_from_checkpoint auto` resumes from the newest complete checkpoint in the output dir, if
+      any (`last_complete_checkpoint`); a resumed run warns where its arguments differ from the
+      checkpoint's (HF #28867).
     - On SIGTERM / SIGUSR1 it saves a checkpoint, writes the PREEMPTED marker and exits with 75.
     - On a NaN / inf loss it stops with a one-line error naming the step; checkpoints stay.
     """
-    from transformers.trainer_utils import get_last_checkpoint
-
     args = trainer.args
     resume = args.resume_from_checkpoint
     if resume == "auto":
-        resume = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+        resume = last_complete_checkpoint(args.output_dir)
         logger.info("resume_from_checkpoint auto: %s", resume or "no checkpoint, starting fresh")
     if resume not in (None, True, "True", "true"):
         warn_changed_arguments(resume, args)
@@ -100,7 +100,7 @@ def run_training(trainer: Any) -> dict[str, float]:
     try:
         metrics = trainer.train(resume_from_checkpoint=resume).metrics
     except NonFiniteLoss as err:
-        last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+        last = last_complete_checkpoint(args.output_dir)
         raise UserError(
             f"training stopped: the loss is {err} at step {trainer.state.global_step + 1}; "
             f"last good checkpoint: {last or 'none'} (lower --learning_rate, or check the data)"
@@ -108,7 +108,8 @@ def run_training(trainer: Any) -> dict[str, float]:
     if preemption.stopped_at is not None:
         if trainer.is_world_process_zero():
             write_text_atomic(os.path.join(args.output_dir, PREEMPTED_MARKER), f"{preemption.stopped_at}\n")
-        logger.warning("preempted: checkpoint at step %d saved; resume with --resume_from_checkpoint auto", preemption.stopped_at)
+        logger.warning("preempted: checkpoint at step %d saved in %s; resume with: %s", preemption.stopped_at, args.output_dir,
+                       resume_command(sys.argv, args.output_dir))
         raise SystemExit(PREEMPTED_EXIT_CODE)
     marker = os.path.join(args.output_dir, PREEMPTED_MARKER)
     if trainer.is_world_process_zero() and os.path.exists(marker):
@@ -116,6 +117,74 @@ def run_training(trainer: Any) -> dict[str, float]:
     trainer.save_model(args.output_dir)
     trainer.save_state()
     return metrics
+
+
+def resume_command(argv: list[str], output_dir: str) -> str:
+    """The command line that resumes this run: the same flags, the run's name where a mount-layout script
+    named the run after the clock, and `--resume_from_checkpoint auto`; secrets redacted."""
+    import shlex
+
+    from provenance import redact_argv
+
+    args = list(argv[1:])
+    extra: list[str] = []
+    named = any(a.split("=", 1)[0] in ("--training_run_name", "--output_dir") for a in args)
+    if not named and os.path.basename(argv[0]) in ("seq2seq.py", "clf.py"):
+        extra += ["--training_run_name", os.path.basename(os.path.normpath(output_dir))]
+    if not any(a.split("=", 1)[0] == "--resume_from_checkpoint" for a in args):
+        extra += ["--resume_from_checkpoint", "auto"]
+    return shlex.join(["python", os.path.basename(argv[0])] + redact_argv(args) + extra)
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The newest `checkpoint-N` in `output_dir` that its save finished, or None; warns about each newer
+    one it skips.
+
+    transformers' `get_last_checkpoint` takes the highest N whatever the dir holds. `ToolkitTrainer`
+    saves atomically, but a checkpoint written by an older version, or copied in, may be half written
+    (killed or out of disk mid-save): resuming from it crashed on every requeue.
+    """
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    if not os.path.isdir(output_dir):
+        return None
+    pattern = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+    found = [(int(m.group(1)), name) for name in os.listdir(output_dir) if (m := pattern.match(name))]
+    for _, name in sorted(found, reverse=True):
+        path = os.path.join(output_dir, name)
+        problem = checkpoint_problem(path) if os.path.isdir(path) else "not a directory"
+        if problem is None:
+            return path
+        logger.warning("skipping incomplete checkpoint %s (%s): its save did not finish", path, problem)
+    return None
+
+
+def checkpoint_problem(path: str) -> str | None:
+    """Why the checkpoint dir `path` is not one a save finished, or None if it is.
+
+    The Trainer writes the weights, optimizer and RNG state first and `trainer_state.json` last, so a
+    readable trainer state plus weights whose size matches their header mean the save got to its end.
+    """
+    import json
+
+    from safetensors import safe_open
+
+    state = os.path.join(path, "trainer_state.json")
+    if not os.path.isfile(state):
+        return "no trainer_state.json"
+    try:
+        with open(state, encoding="utf-8") as f:
+            json.load(f)
+    except (OSError, ValueError) as err:
+        return f"unreadable trainer_state.json: {err}"
+    for name in sorted(os.listdir(path)):
+        if name.endswith(".safetensors"):
+            try:
+                with safe_open(os.path.join(path, name), framework="pt"):
+                    pass
+            except Exception as err:  # safetensors raises its own error type for a truncated file
+                return f"unreadable {name}: {err}"
+    return None
 
 
 def warn_changed_arguments(checkpoint: str, args: Any) -> None:

@@ -22,8 +22,18 @@ from typing import Any, Sequence
 from arguments import light_parse, parse_args
 from errors import UserError, run_main
 from modeling import check_model_source
-from outputs import RunOutputs, check_output_dir, unique_path, write_records
-from records import Record, default_run_name, is_string, load_run_records, model_path, run_path
+from outputs import RunLock, RunOutputs, check_not_model_dir, check_output_dir, unique_path, write_records
+from records import (
+    Record,
+    count_empty,
+    data_path,
+    default_run_name,
+    is_string,
+    load_run_records,
+    model_path,
+    preempted_run_name,
+    run_path,
+)
 
 logger = logging.getLogger("seq2seq")
 
@@ -67,54 +77,57 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # before anything is written.
     early = light_parse(ARGUMENTS, argv)
     checked = check_inputs(*early) if early else None
+    with RunLock(checked[1] if checked else None):  # one run per run dir
+        from transformers import DataCollatorForSeq2Seq, set_seed
 
-    from transformers import DataCollatorForSeq2Seq, set_seed
+        from data_collators import PaddingCounter
+        from modeling import fit_embeddings_to_tokenizer, load_model, load_tokenizer
+        from runner import rank_zero_value, run_training, setup_logging
+        from trainers import SamplingTrainer
 
-    from data_collators import PaddingCounter
-    from modeling import fit_embeddings_to_tokenizer, load_model, load_tokenizer
-    from runner import rank_zero_value, run_training, setup_logging
-    from trainers import SamplingTrainer
+        data_args, training_args = parse_args(ARGUMENTS, argv, __doc__, early)
+        model_dir, run_dir, records = checked or check_inputs(data_args, training_args)
+        training_args.output_dir = rank_zero_value(training_args, run_dir)  # one run dir for all processes
+        setup_logging(training_args)
+        if training_args.resume_from_checkpoint == "auto" and not data_args.training_run_name:  # see check_inputs
+            logger.info("resume auto without --training_run_name: run dir %s (the newest preempted run of this data and "
+                        "model, else a new one)", training_args.output_dir)
+        to_predict = records.pop("predict", [])
 
-    data_args, training_args = parse_args(ARGUMENTS, argv, __doc__, early)
-    model_dir, run_dir, records = checked or check_inputs(data_args, training_args)
-    training_args.output_dir = rank_zero_value(training_args, run_dir)  # one run dir for all processes
-    setup_logging(training_args)
-    to_predict = records.pop("predict", [])
+        # Tokenizer and model.
+        set_seed(training_args.seed)
+        flag = "--model_init_name" if data_args.model_init_name else "--model_init_path"
+        tokenizer = load_tokenizer(model_dir, flag)
+        model = load_model(model_dir, flag)
+        fit_embeddings_to_tokenizer(model, tokenizer)
 
-    # Tokenizer and model.
-    set_seed(training_args.seed)
-    flag = "--model_init_name" if data_args.model_init_name else "--model_init_path"
-    tokenizer = load_tokenizer(model_dir, flag)
-    model = load_model(model_dir, flag)
-    fit_embeddings_to_tokenizer(model, tokenizer)
+        # Data: prompt -> encoder input, completion -> labels.
+        datasets_by_split = {split: tokenize_records(rows, tokenizer, data_args, split) for split, rows in records.items()}
+        collator = PaddingCounter(DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100), tokenizer.pad_token_id)
 
-    # Data: prompt -> encoder input, completion -> labels.
-    datasets_by_split = {split: tokenize_records(rows, tokenizer, data_args, split) for split, rows in records.items()}
-    collator = PaddingCounter(DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100), tokenizer.pad_token_id)
+        # Trainer whose evaluation also samples completions and scores them.
+        sampler = CompletionSampler(records.get("eval", []), tokenizer, data_args, training_args.output_dir, training_args.seed)
+        trainer = SamplingTrainer(
+            model=model, args=training_args, train_dataset=datasets_by_split.get("train"),
+            eval_dataset=datasets_by_split.get("eval"), data_collator=collator, processing_class=tokenizer, sampler=sampler,
+        )
 
-    # Trainer whose evaluation also samples completions and scores them.
-    sampler = CompletionSampler(records.get("eval", []), tokenizer, data_args, training_args.output_dir, training_args.seed)
-    trainer = SamplingTrainer(
-        model=model, args=training_args, train_dataset=datasets_by_split.get("train"),
-        eval_dataset=datasets_by_split.get("eval"), data_collator=collator, processing_class=tokenizer, sampler=sampler,
-    )
+        # Train, evaluate (and sample), predict.
+        results: dict[str, Any] = {}
+        if not training_args.no_train:
+            results.update(run_training(trainer))
+        if "eval" in datasets_by_split:
+            results.update(sampler.last_metrics if sampler.last_step == trainer.state.global_step else trainer.evaluate())
+        if to_predict:
+            results["predict_file"] = sampler.predict(trainer, to_predict, data_args.predict_file)
 
-    # Train, evaluate (and sample), predict.
-    results: dict[str, Any] = {}
-    if not training_args.no_train:
-        results.update(run_training(trainer))
-    if "eval" in datasets_by_split:
-        results.update(sampler.last_metrics if sampler.last_step == trainer.state.global_step else trainer.evaluate())
-    if to_predict:
-        results["predict_file"] = sampler.predict(trainer, to_predict, data_args.predict_file)
-
-    # Outputs (the main process only): an evaluation-only run adds files beside a finished one.
-    if trainer.is_world_process_zero():
-        out = training_args.output_dir
-        RunOutputs(out, evaluation_only=training_args.no_train).finish(results, trainer.state.log_history, (data_args, training_args), argv)
-        shown = {k: round(v, 2) for k, v in results.items() if k.startswith("eval_") and isinstance(v, float)}
-        print(f"{shown}; outputs in {out}")
-    return results
+        # Outputs (the main process only): an evaluation-only run adds files beside a finished one.
+        if trainer.is_world_process_zero():
+            out = training_args.output_dir
+            RunOutputs(out, evaluation_only=training_args.no_train).finish(results, trainer.state.log_history, (data_args, training_args), argv)
+            shown = {k: round(v, 2) for k, v in results.items() if k.startswith("eval_") and isinstance(v, float)}
+            print(f"{shown}; outputs in {out}")
+        return results
 
 
 def check_inputs(data_args: Seq2SeqDataArguments, run: Any) -> tuple[str, str, dict[str, list[Record]]]:
@@ -123,11 +136,16 @@ def check_inputs(data_args: Seq2SeqDataArguments, run: Any) -> tuple[str, str, d
     `run` holds the Trainer flags: `EarlyTrainingFlags` before the heavy imports, else the full arguments.
     """
     model_dir = model_path(data_args.mount_dir, data_args.model_init_name, data_args.model_init_path, "--model_init_name", "--model_init_path")
-    check_model_source(model_dir, "--model_init_name" if data_args.model_init_name else "--model_init_path")
-    run_dir = run_path(data_args.mount_dir, data_args.training_run_name or default_run_name(data_args.data_name, model_dir))
+    model_flag = "--model_init_name" if data_args.model_init_name else "--model_init_path"
+    check_model_source(model_dir, model_flag, needs_tokenizer=True)
+    resumed = preempted_run_name(data_args.mount_dir, data_args.data_name, model_dir) if run.resume_from_checkpoint == "auto" else None
+    run_dir = run_path(data_args.mount_dir, data_args.training_run_name or resumed or default_run_name(data_args.data_name, model_dir))
     check_output_dir(run_dir, run.overwrite_output_dir, run.no_train or bool(run.resume_from_checkpoint))
+    if not run.no_train:
+        check_not_model_dir(run_dir, model_dir, "--training_run_name", model_flag)
     records = load_run_records(data_args.mount_dir, data_args.data_name, data_args.train_file, data_args.eval_file,
-                               data_args.predict_file, not run.no_train, PROMPT_COMPLETION, {"prompt": is_string})
+                               data_args.predict_file, not run.no_train, PROMPT_COMPLETION, {"prompt": is_string},
+                               not_all_empty=("completion",))  # a split of empty completions is refused; some: warned below
     return model_dir, run_dir, records
 
 
@@ -142,6 +160,11 @@ def tokenize_records(rows: Sequence[Record], tokenizer: Any, data_args: Seq2SeqD
     for what, cut, flag in (("prompts", cut_prompts, "--max_source_length"), ("completions", cut_completions, "--max_target_length")):
         if any(cut):
             logger.warning("%s: %d of %d %s truncated to %s", split, sum(cut), len(rows), what, flag)
+    where = getattr(data_args, f"{split}_file", None) or data_path(data_args.mount_dir, data_args.data_name)
+    empty = count_empty(rows, "completion", where, split)  # all of them: refused by check_inputs
+    if empty:
+        logger.warning("%s: %d of %d %s records have an empty 'completion' (the model learns to write nothing for them)",
+                       where, empty, len(rows), split)
     if split == "train":
         for i in range(min(2, len(rows))):  # two decoded examples: most format bugs show up here
             logger.info("example %d prompt:     %s", i, tokenizer.decode(input_ids[i]))
@@ -194,7 +217,11 @@ class CompletionSampler:
         # are left as they were.
         with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []), torch.no_grad():
             torch.manual_seed(self.seed * 1_000_003 + step * 101 + rank)
-            for start in range(0, len(mine), batch_size):
+            from tqdm.auto import tqdm
+
+            batches = tqdm(range(0, len(mine), batch_size), desc=f"sampling {len(mine)} prompts x {self.n_samples}", unit="batch",
+                           disable=trainer.args.disable_tqdm or not trainer.is_local_process_zero())
+            for start in batches:
                 chunk = mine[start : start + batch_size]
                 enc = self.tokenizer([prompts[i] for i in chunk], padding=True, truncation=True,
                                      max_length=self.max_source_length, return_tensors="pt").to(model.device)

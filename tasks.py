@@ -27,7 +27,7 @@ import numpy as np
 
 from errors import UserError
 from constants import DATASET_VALS, normalize_entry
-from records import read_records, read_text
+from records import read_numbered_records, read_text
 
 if TYPE_CHECKING:
     import datasets
@@ -341,8 +341,8 @@ def _read_files(
 
 def _read_file(
     path: Path, headerless: Sequence[str] | None = None
-) -> tuple[list[dict[str, Any]], list[str], int | None]:
-    """Rows (dicts), column names, and the line number of the first row (None: report row indices)."""
+) -> tuple[list[dict[str, Any]], list[str], list[int] | None]:
+    """Rows (dicts), column names, and each row's 1-based line number (None: report 1-based row numbers)."""
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     return _read_rows(path, path.suffix.lower(), headerless)
@@ -350,19 +350,14 @@ def _read_file(
 
 def _read_rows(
     path: Path, suffix: str, headerless: Sequence[str] | None
-) -> tuple[list[dict[str, Any]], list[str], int | None]:
+) -> tuple[list[dict[str, Any]], list[str], list[int] | None]:
     if suffix in (".tsv", ".csv"):
-        text = io.StringIO(read_text(path), newline="")
-        # GLUE TSVs hold unbalanced quotes (e.g. SST-2, MNLI): quoting must be off for them.
-        tsv = suffix == ".tsv"
-        lines = list(csv.reader(text, delimiter="\t", quoting=csv.QUOTE_NONE) if tsv else csv.reader(text))
-        columns = list(headerless) if headerless else (lines.pop(0) if lines else [])
-        return [dict(zip(columns, line)) for line in lines], columns, 1 if headerless else 2
+        return _read_delimited(path, suffix == ".tsv", headerless)
     if suffix in (".jsonl", ".json"):
-        rows = read_records(str(path))  # JSON lines, or one JSON list of records
+        rows, numbers = read_numbered_records(str(path))  # JSON lines, or one JSON list of records
         if not all(isinstance(row, dict) for row in rows):
             raise UserError(f"{path}: every record must be a JSON object")
-        return rows, list(dict.fromkeys(key for row in rows for key in row)), 1
+        return rows, list(dict.fromkeys(key for row in rows for key in row)), numbers
     if suffix == ".parquet":
         import pyarrow
         import pyarrow.parquet
@@ -375,20 +370,52 @@ def _read_rows(
     raise UserError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .json, .jsonl or .parquet")
 
 
+def _read_delimited(
+    path: Path, tsv: bool, headerless: Sequence[str] | None
+) -> tuple[list[dict[str, Any]], list[str], list[int]]:
+    """Rows of a TSV / CSV file and the line each starts on (a quoted CSV field may span lines).
+
+    A row with more fields than the header is an error: zipped with the header, its last fields would
+    vanish (a tab inside a TSV text: `the verdict<TAB>0<TAB>1 (really positive)` would train as label 0).
+    A row with fewer fields leaves columns missing, which the column checks report with the line.
+    """
+    # GLUE TSVs hold unbalanced quotes (e.g. SST-2, MNLI): quoting must be off for them.
+    text = io.StringIO(read_text(path), newline="")
+    reader = csv.reader(text, delimiter="\t", quoting=csv.QUOTE_NONE) if tsv else csv.reader(text)
+    columns: list[str] | None = list(headerless) if headerless else None
+    rows, numbers = [], []
+    start = 1  # the line the next row starts on
+    for fields in reader:
+        if columns is None:
+            columns = fields
+        elif len(fields) > len(columns):
+            has = f"the header has {len(columns)}" if not headerless else f"the file has no header and {len(columns)} columns"
+            hint = "a tab inside the text?" if tsv else "a comma outside quotes?"
+            raise UserError(f"{path}: line {start}: {len(fields)} fields, {has} ({hint})")
+        else:
+            rows.append(dict(zip(columns, fields)))
+            numbers.append(start)
+        start = reader.line_num + 1
+    return rows, columns or [], numbers
+
+
 def _validated_columns(
     entry: Entry,
     path: Path,
     rows: list[dict[str, Any]],
     columns: list[str],
-    first_line: int | None,
+    line_numbers: Sequence[int] | None,
     is_test: bool,
 ) -> dict[str, list[Any]]:
-    """Rows of any source -> the Hub's columns (text, label id or score, idx), validating every value."""
+    """Rows of any source -> the Hub's columns (text, label id or score, idx), validating every value.
+
+    Messages name a row by its 1-based line in the file (`line_numbers`), else its 1-based row number.
+    """
     if not rows:
         raise UserError(f"{path}: no records")
 
     def where(i: int) -> str:
-        return f"{path}, row {i}" if first_line is None else f"{path}, line {i + first_line}"
+        return f"{path}, row {i + 1}" if line_numbers is None else f"{path}, line {line_numbers[i]}"
 
     def source_column(hub_column: str) -> str | None:
         """The file's column for a Hub column: the Hub name itself or the original benchmark's."""

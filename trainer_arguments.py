@@ -68,6 +68,9 @@ class ToolkitTrainingArguments(Seq2SeqTrainingArguments):
             self.use_cpu = True
         if isinstance(self.report_to, str) and "," in self.report_to:  # --report_to wandb,tensorboard
             self.report_to = [name.strip() for name in self.report_to.split(",") if name.strip()]
+            if "none" in self.report_to:
+                raise UserError(f"--report_to {','.join(self.report_to)}: 'none' turns reporting off and cannot be combined; "
+                                "give 'none' alone or a list of integrations (wandb, tensorboard, ...)")
         if self.hub_token:
             # huggingface_hub reads HF_TOKEN; kept out of the arguments, no saved file (training_args.bin,
             # provenance.json) can carry it, and out of sys.argv, which W&B records as run metadata.

@@ -10,7 +10,9 @@ construction:
 - a guard that stops training on a NaN / inf loss (`losses.NonFiniteLoss`), checked every micro-step;
 - T5's Adafactor for `--optim adafactor` (`optimizer_cls_and_kwargs`);
 - exact distributed evaluation: metrics see each example once;
-- preemption handling: SIGTERM / SIGUSR1 end in a checkpoint at the next step boundary (`runner`).
+- preemption handling: SIGTERM / SIGUSR1 end in a checkpoint at the next step boundary (`runner`),
+  and DataLoader workers outlive those signals so that the save can finish (`_get_dataloader`);
+- atomic checkpoints: a `checkpoint-N` dir appears only once its save is complete (`_save_checkpoint`).
 
 Evaluation variants are small subclasses: `LabelScoringTrainer` (rank classification) and
 `SamplingTrainer` (sampled completions, seq2seq.py).
@@ -18,8 +20,12 @@ Evaluation variants are small subclasses: `LabelScoringTrainer` (rank classifica
 
 from __future__ import annotations
 
+import atexit
 import logging
-from typing import Any, Sequence
+import os
+import shutil
+from functools import partial
+from typing import Any, Callable, Sequence
 
 import torch
 from transformers import Seq2SeqTrainer
@@ -27,6 +33,8 @@ from transformers import Seq2SeqTrainer
 from losses import LossTerm, NonFiniteLoss, causal_cross_entropy, token_weighted_cross_entropy
 
 logger = logging.getLogger(__name__)
+
+STAGING_PREFIX = ".tmp-"  # `.tmp-checkpoint-N`: a save in progress, hidden from the `checkpoint-*` glob of rotation
 
 
 def optimizer_cls_and_kwargs(args: Any) -> tuple[type, dict[str, Any]] | None:
@@ -45,6 +53,38 @@ def optimizer_cls_and_kwargs(args: Any) -> tuple[type, dict[str, Any]] | None:
     if args.optim != OptimizerNames.ADAFACTOR or not getattr(args, "adafactor_scale_parameter", False):
         return None
     return T5Adafactor, {"lr": args.learning_rate, "scale_parameter": True, "relative_step": False, "warmup_init": False}
+
+
+def _preemption_proof_worker_init(init_fn: Callable[[int], None] | None, worker_id: int) -> None:
+    """`worker_init_fn` of every DataLoader: the worker ignores SIGTERM and SIGUSR1, then runs the loader's own
+    init (the Trainer's `seed_worker` for training).
+
+    Slurm signals every process of a job step. A worker that dies of SIGTERM (torch's worker handler re-raises
+    it) makes the main process raise "DataLoader worker ... killed by signal" before it can save; ignored, the
+    main process, which caught the signal too, saves and stops. The workers still end: torch's shutdown sends
+    them a stop message, they exit when the main process dies, and `_kill_workers_left_at_exit` covers the rest.
+    """
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    if init_fn is not None:
+        init_fn(worker_id)
+
+
+def _kill_workers_left_at_exit() -> None:
+    """At exit multiprocessing SIGTERMs its daemonic children and joins them without a timeout: a DataLoader
+    worker still alive then (persistent workers, or an iterator kept by a traceback) ignores that and would hang
+    the exit. Registered after multiprocessing's own exit hook, this runs before it and kills them (daemonic
+    children end with their parent anyway; torch starts its workers as daemons)."""
+    import multiprocessing
+    import signal
+
+    # torch's SIGCHLD handler would report each kill as "DataLoader worker ... killed by signal".
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for process in multiprocessing.active_children():
+        if process.daemon:
+            process.kill()
 
 
 def is_causal_lm(model: Any) -> bool:
@@ -85,6 +125,75 @@ class ToolkitTrainer(Seq2SeqTrainer):
         self._terms_logged_at = 0  # global step of the last train log that carried the terms
         self.preemption = PreemptionCallback()
         self.add_callback(self.preemption.callback())
+        self._staging_dir: str | None = None  # while a checkpoint is saved: where the parent's save writes
+
+    # --- data ----------------------------------------------------------------------------------------
+
+    def _get_dataloader(self, *args: Any, **kwargs: Any) -> Any:
+        """The parent's DataLoader, with workers that outlive a preemption signal (`_preemption_proof_worker_init`)."""
+        dataloader = super()._get_dataloader(*args, **kwargs)
+        # accelerate's DataLoaderShard iterates a torch DataLoader it holds (and reads its attributes from it,
+        # e.g. when skip_first_batches copies the loader on resume); each new iterator reads worker_init_fn.
+        torch_loader = getattr(dataloader, "base_dataloader", dataloader)
+        if torch_loader.num_workers > 0:
+            torch_loader.worker_init_fn = partial(_preemption_proof_worker_init, torch_loader.worker_init_fn)
+            import multiprocessing.util  # noqa: F401  (registers its exit hook, if not yet, before ours: ours runs first)
+
+            atexit.unregister(_kill_workers_left_at_exit)  # registered once
+            atexit.register(_kill_workers_left_at_exit)
+        return dataloader
+
+    # --- checkpoints ---------------------------------------------------------------------------------
+
+    def _get_output_dir(self, trial: Any) -> str:
+        return self._staging_dir or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        """The parent's save, made atomic: it writes into `.tmp-checkpoint-N/checkpoint-N`, which is renamed
+        to `checkpoint-N` once every process has written its part. A save killed mid-way (kill -9, a full
+        disk) leaves only the hidden dir, which the next save removes; `--resume_from_checkpoint auto` never
+        sees it, nor does rotation (`save_total_limit`), which runs here after the rename.
+
+        The staging dir is named from the step alone so that every process agrees on it without talking.
+        """
+        from transformers.trainer import TRAINER_STATE_NAME
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+        run_dir = self._get_output_dir(trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging, final = os.path.join(run_dir, STAGING_PREFIX + name), os.path.join(run_dir, name)
+        if self.args.should_save:
+            for stale in os.listdir(run_dir) if os.path.isdir(run_dir) else ():
+                if stale.startswith(f"{STAGING_PREFIX}{PREFIX_CHECKPOINT_DIR}-"):  # a save that was killed
+                    shutil.rmtree(os.path.join(run_dir, stale), ignore_errors=True)
+            os.makedirs(staging, exist_ok=True)
+        self.accelerator.wait_for_everyone()
+        self._staging_dir = staging
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_dir = None
+        # The parent points best_model_checkpoint at the staging copy when this step is the best.
+        if self.state.best_model_checkpoint == os.path.join(staging, name):
+            self.state.best_model_checkpoint = final
+            if self.args.should_save:
+                self.state.save_to_json(os.path.join(staging, name, TRAINER_STATE_NAME))
+        self.accelerator.wait_for_everyone()  # every process has written its part
+        if self.args.should_save:
+            if os.path.exists(final):  # a checkpoint of this step from an earlier run: replaced whole
+                os.rename(final, os.path.join(staging, "replaced"))
+            os.rename(os.path.join(staging, name), final)
+            shutil.rmtree(staging)
+        if self.args.push_to_hub:
+            super()._push_from_checkpoint(final)
+        if self.args.should_save:
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+        self.accelerator.wait_for_everyone()
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        if self._staging_dir is None:  # within `_save_checkpoint`, after the rename: the upload runs in the background
+            super()._push_from_checkpoint(checkpoint_folder)
 
     # --- optimizer -------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """One optimizer step of a tiny T5 with a toy loss term (L2 distance to reference weights), as a job that
 tests/test_trainers.py runs in-process, in one process, or in two under torchrun.
 
-    python tests/term_job.py OUT BATCH ACCUMULATION [--no_term]
+    python tests/term_job.py OUT BATCH ACCUMULATION [--no_term] [--deepspeed CONFIG]
 
 Rank 0 writes OUT/result.json: the first train log, the eval metrics, the term's value by hand before
 and after the step, and every parameter's gradient at the step.
@@ -62,7 +62,7 @@ def collate(batch: list[dict]) -> dict[str, torch.Tensor]:
     return {"input_ids": torch.tensor([r["input_ids"] for r in batch]), "labels": labels, "decoder_input_ids": decoder_input_ids}
 
 
-def run(out: str, batch_size: int, accumulation: int, with_term: bool = True) -> dict[str, Any]:
+def run(out: str, batch_size: int, accumulation: int, with_term: bool = True, deepspeed: str | None = None) -> dict[str, Any]:
     from transformers import TrainerCallback
 
     from trainer_arguments import ToolkitTrainingArguments
@@ -72,14 +72,15 @@ def run(out: str, batch_size: int, accumulation: int, with_term: bool = True) ->
 
     class Capture(TrainerCallback):
         def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-            grads.update({n: p.grad.detach().flatten().tolist() for n, p in model.named_parameters()})
+            # Under DeepSpeed ZeRO the gradients live in its partitioned buffers, not in p.grad.
+            grads.update({n: p.grad.detach().flatten().tolist() for n, p in model.named_parameters() if p.grad is not None})
 
     model = tiny_t5(seed=0)
     term = L2ToReference(model)
     args = ToolkitTrainingArguments(
         output_dir=out, per_device_train_batch_size=batch_size, per_device_eval_batch_size=4,
         gradient_accumulation_steps=accumulation, max_steps=1, learning_rate=1e-2, logging_steps=1, report_to="none",
-        save_strategy="no", max_grad_norm=0.0, disable_tqdm=True, seed=0,
+        save_strategy="no", max_grad_norm=0.0, disable_tqdm=True, seed=0, deepspeed=deepspeed,
     )
     before = term.by_hand(model)
     trainer = ToolkitTrainer(model=model, args=args, train_dataset=rows(), eval_dataset=rows(), data_collator=collate,
@@ -94,6 +95,7 @@ def run(out: str, batch_size: int, accumulation: int, with_term: bool = True) ->
         "grads": grads,
         "reference_gap": {n: (p.detach() - term.reference[n]).flatten().tolist() for n, p in tiny_t5(seed=0).named_parameters()},
         "trainer_class": type(trainer).__name__,
+        "deepspeed": bool(trainer.is_deepspeed_enabled),
     }
     if trainer.is_world_process_zero():
         with open(os.path.join(out, "result.json"), "w") as f:
@@ -104,4 +106,5 @@ def run(out: str, batch_size: int, accumulation: int, with_term: bool = True) ->
 if __name__ == "__main__":
     out, batch, accumulation = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     os.makedirs(out, exist_ok=True)
-    run(out, batch, accumulation, with_term="--no_term" not in sys.argv)
+    config = sys.argv[sys.argv.index("--deepspeed") + 1] if "--deepspeed" in sys.argv else None
+    run(out, batch, accumulation, with_term="--no_term" not in sys.argv, deepspeed=config)

@@ -122,6 +122,8 @@ class ScriptArgumentsTest(parameterized.TestCase):
             light_parse(pre_train_t5.ARGUMENTS, ["--output_dir", "o", "stray"])
         with self.assertRaisesRegex(UserError, r"^the following arguments are required: --dataset_name"):
             light_parse(fine_tune_t5.ARGUMENTS, ["--model_name_or_path", "m"])
+        with self.assertRaisesRegex(UserError, r"^--report_to none,tensorboard: 'none' turns reporting off and cannot be combined"):
+            parse_args(pre_train_t5.ARGUMENTS, ["--output_dir", "o", "--report_to", "none,tensorboard"])
 
     def test_a_disagreement_is_caught(self) -> None:
         argv = REQUIRED["pre_train_t5"] + ["--max_steps", "5"]

@@ -122,6 +122,8 @@ CASES: list[tuple[str, Case]] = [
              r"^\S+/ft/no_sentence\.csv: missing column 'sentence'; columns found: text, label$"),
     finetune("ft_score_out_of_range", [*STSB, "--train_file", "{tmp}/ft/stsb.csv", "--validation_file", "{tmp}/ft/stsb.csv"],
              r"^\S+/ft/stsb\.csv, line 3: column 'label': score '7\.5' is not a number in \[0\.0, 5\.0\]$"),
+    finetune("ft_tab_inside_tsv_text", [*TOY, "--train_file", "{tmp}/ft/tab.tsv", "--validation_file", "{tmp}/ft/good.csv"],
+             r"^\S+/ft/tab\.tsv: line 3: 3 fields, the header has 2 \(a tab inside the text\?\)$"),
     finished(finetune("ft_finished_run", TOY,
                       r"^--output_dir \S+/out/finished_ft: holds a finished run \(all_results\.json\); .* --overwrite_output_dir",
                       output_dir="{tmp}/out/finished_ft"), "{tmp}/out/finished_ft"),
@@ -131,23 +133,25 @@ CASES: list[tuple[str, Case]] = [
     seq2seq("s2s_multiline_json_position", ["--data_name", "s2s_good", "--train_file", "{tmp}/pretty_bad.json"],
             r"^\S+/pretty_bad\.json: invalid JSON at line 3 column 16: Expecting ',' delimiter$"),
     seq2seq("s2s_completion_a_number", ["--data_name", "s2s_number"],
-            r"^\S+/data/s2s_number\.json: train record 1: field 'completion' must be a string, got int 5$"),
+            r"^\S+/data/s2s_number\.json: train record 2: field 'completion' must be a string, got int 5$"),
     seq2seq("s2s_both_model_flags", ["--data_name", "s2s_good", "--model_init_path", "{mount}/models/tiny"],
             r"^give exactly one of --model_init_name \(a folder under \S+/mount/models\) or --model_init_path"),
     seq2seq("s2s_n_samples_0", ["--data_name", "s2s_good", "--n_samples", "0"],
             r"^--n_samples 0: must be at least 1$"),
+    seq2seq("s2s_all_completions_empty", ["--data_name", "s2s_empty_completions"],
+            r"^\S+/data/s2s_empty_completions\.json: all 2 train records have an empty 'completion' \(nothing to learn or score\)$"),
     finished(seq2seq("finished_s2s", ["--data_name", "s2s_good"],
                      r"^--output_dir \S+/models/finished_s2s: holds a finished run \(all_results\.json\); .* --overwrite_output_dir"),
              "{mount}/models/finished_s2s"),
     # --- clf.py ----------------------------------------------------------------------------------
     clf("clf_target_above_1", ["--data_name", "clf_range"],
-        r"^\S+/data/clf_range\.json: train record 1: field 'target' must be a number in \[0, 1\], got 1\.5$"),
+        r"^\S+/data/clf_range\.json: train record 2: field 'target' must be a number in \[0, 1\], got 1\.5$"),
     clf("clf_target_nan", ["--data_name", "clf_nan"],
-        r"^\S+/data/clf_nan\.json: eval record 0: field 'target' must be a number in \[0, 1\], got nan$"),
+        r"^\S+/data/clf_nan\.json: eval record 1: field 'target' must be a number in \[0, 1\], got nan$"),
     clf("clf_target_a_string", ["--data_name", "clf_string"],
-        r"^\S+/data/clf_string\.json: train record 0: field 'target' must be a number in \[0, 1\], got str \"0\.7\"$"),
+        r"^\S+/data/clf_string\.json: train record 1: field 'target' must be a number in \[0, 1\], got str \"0\.7\"$"),
     clf("clf_no_target", ["--data_name", "clf_no_target"],
-        r"^\S+/data/clf_no_target\.json: train record 2: no 'target' field \(required: input, target\)$"),
+        r"^\S+/data/clf_no_target\.json: train record 3: no 'target' field \(required: input, target\)$"),
     clf("clf_empty_train", ["--data_name", "clf_empty_train"],
         r"^\S+/data/clf_empty_train\.json: the train split is empty$"),
     clf("clf_not_utf8_data", ["--data_name", "clf_latin1"],
@@ -166,6 +170,13 @@ CASES: list[tuple[str, Case]] = [
     finished(clf("finished_clf", ["--data_name", "clf_good"],
                  r"^--output_dir \S+/models/finished_clf: holds a finished run \(all_results\.json\); .* --overwrite_output_dir"),
              "{mount}/models/finished_clf"),
+    # Damaged models, checkpoints and output dirs.
+    finetune("ft_invalid_model_config", [*TOY, "--model_name_or_path", "{tmp}/broken_config"],
+             r"^\S+/broken_config/config\.json: invalid JSON at line 2 column 1: Expecting ',' delimiter$"),
+    pretrain("pt_incomplete_checkpoint", ["--train_file", "{tmp}/pt/corpus.txt", "--resume_from_checkpoint", "{tmp}/cut/checkpoint-4"],
+             r"^--resume_from_checkpoint \S+/cut/checkpoint-4: not a complete checkpoint \(no trainer_state\.json; .* 'auto'"),
+    pretrain("pt_dangling_symlink", ["--train_file", "{tmp}/pt/corpus.txt"],
+             r"^--output_dir \S+/dangling: \S+/dangling is a symbolic link to \S+/gone, which does not exist", output_dir="{tmp}/dangling"),
     # A regular file as --mount_dir: the run folder would lie below it (root ignores permission bits; this it cannot).
     clf("clf_run_below_a_file", ["--data_name", "clf_good"],
         r"^--output_dir \S+/a_file/models/clf_run_below_a_file: \S+/a_file is a file, not a directory", mount="{tmp}/a_file"),
@@ -196,12 +207,14 @@ def write_fixtures(tmp: str, mount: str) -> None:
     write(f"{tmp}/ft/bad.jsonl", '{"sentence": "fine", "label": 1}\n{"sentence": "the plot was dull" "label": 0}\n')
     write(f"{tmp}/ft/latin1.tsv", b"sentence\tlabel\nthe caf\xe9 was great\t1\n")  # 0xe9 at byte 22
     write(f"{tmp}/ft/no_sentence.csv", "text,label\nthe film was great,1\n")
+    write(f"{tmp}/ft/tab.tsv", "sentence\tlabel\nthe film was great\t1\nthe verdict\t0\t1 (really positive)\n")  # line 3
     write(f"{tmp}/ft/stsb.csv", "sentence1,sentence2,label\na cat sat,a cat sat,5.0\na dog,a car,7.5\n")
     # seq2seq.py records
     pair = {"prompt": "2 + 2 =", "completion": "4"}
     write(f"{tmp}/pretty_bad.json", '{\n"train": [\n{"prompt": "a" "completion": "b"}\n]\n}\n')  # line 3 column 16
     write(f"{mount}/data/s2s_good.json", json.dumps({"train": [pair, pair], "eval": [pair]}))
     write(f"{mount}/data/s2s_broken.json", '{"train": [\n  {"prompt": "a" "completion": "b"}], "eval": []}\n')  # line 2 column 18
+    write(f"{mount}/data/s2s_empty_completions.json", json.dumps({"train": [{**pair, "completion": ""}] * 2, "eval": [pair]}))
     write(f"{mount}/data/s2s_number.json", json.dumps({"train": [pair, {"prompt": "2 + 3 =", "completion": 5}], "eval": [pair]}))
     # clf.py records and configs
     item = {"input": "the striker scored twice", "target": 0.9}
@@ -214,6 +227,11 @@ def write_fixtures(tmp: str, mount: str) -> None:
     write(f"{mount}/data/clf_latin1.json", b'{"train": [{"input": "caf\xe9", "target": 0.1}], "eval": []}')  # 0xe9 at byte 25
     write(f"{tmp}/clf/bad.yaml", "max_steps: 10\nlearning_rate: 1e-3: x\nseed: 1\n")  # line 2 column 20
     write(f"{tmp}/clf/latin1.yaml", b"max_steps: 10\ntemplate: caf\xe9 {input}\n")
+    # damaged model, checkpoint, output dir
+    write(f"{tmp}/broken_config/config.json", '{"model_type": "t5"\n"d_model": 4}\n')  # line 2 column 1
+    write(f"{tmp}/broken_config/spiece.model", b"\x00")
+    write(f"{tmp}/cut/checkpoint-4/model.safetensors", b"\x00half")  # a save cut short: no trainer_state.json
+    os.symlink(f"{tmp}/gone", f"{tmp}/dangling")
 
 
 def snapshot(directory: str) -> dict[str, str]:

@@ -361,13 +361,13 @@ class BadInputTest(parameterized.TestCase):
         return str(caught.exception)
 
     @parameterized.named_parameters(
-        ("missing", {"input": "x"}, "train record 3: no 'target' field"),
-        ("string", {"input": "x", "target": "0.8"}, "train record 3: field 'target' must be a number in [0, 1], got str \"0.8\""),
-        ("null", {"input": "x", "target": None}, "train record 3: field 'target' must be a number in [0, 1], got NoneType null"),
-        ("nan", {"input": "x", "target": float("nan")}, "train record 3: field 'target' must be a number in [0, 1], got nan"),
-        ("above_one", {"input": "x", "target": 1.5}, "train record 3: field 'target' must be a number in [0, 1], got 1.5"),
-        ("negative", {"input": "x", "target": -0.2}, "train record 3: field 'target' must be a number in [0, 1], got -0.2"),
-        ("input_not_text", {"input": 7, "target": 0.5}, "train record 3: field 'input' must be a string"),
+        ("missing", {"input": "x"}, "train record 4: no 'target' field"),
+        ("string", {"input": "x", "target": "0.8"}, "train record 4: field 'target' must be a number in [0, 1], got str \"0.8\""),
+        ("null", {"input": "x", "target": None}, "train record 4: field 'target' must be a number in [0, 1], got NoneType null"),
+        ("nan", {"input": "x", "target": float("nan")}, "train record 4: field 'target' must be a number in [0, 1], got nan"),
+        ("above_one", {"input": "x", "target": 1.5}, "train record 4: field 'target' must be a number in [0, 1], got 1.5"),
+        ("negative", {"input": "x", "target": -0.2}, "train record 4: field 'target' must be a number in [0, 1], got -0.2"),
+        ("input_not_text", {"input": 7, "target": 0.5}, "train record 4: field 'input' must be a string"),
     )
     def test_bad_target(self, record: dict[str, Any], message: str) -> None:
         self.assertIn(message, self.run_main(data_name=self.data_with(record)))
@@ -377,7 +377,7 @@ class BadInputTest(parameterized.TestCase):
         with open(path, "w", encoding="utf-8") as f:
             f.write('{"input": "a", "target": 0.2}\n{"input": "b", "target": NaN}\n')
         message = self.run_main("--eval_file", path, data_name=self.data_with(None))
-        self.assertEqual(message, f"{path}: eval record 1: field 'target' must be a number in [0, 1], got nan")
+        self.assertEqual(message, f"{path}: eval record 2: field 'target' must be a number in [0, 1], got nan")
 
     def test_empty_split(self) -> None:
         write_json(os.path.join(self.mount, "data", "empty.json"), {"train": [], "eval": [{"input": "a", "target": 0.1}]})
@@ -409,7 +409,7 @@ class BadInputTest(parameterized.TestCase):
         )
         self.assertEqual(proc.returncode, 2, proc.stderr)
         path = os.path.join(self.mount, "data", f"{name}.json")
-        self.assertEqual(proc.stderr.splitlines(), [f"error: {path}: train record 3: field 'target' must be a number in [0, 1], got 1.5"])
+        self.assertEqual(proc.stderr.splitlines(), [f"error: {path}: train record 4: field 'target' must be a number in [0, 1], got 1.5"])
         self.assertEqual(proc.stdout, "")
         self.assertEqual(sorted(os.listdir(os.path.join(self.mount, "models"))), ["tiny"])  # no run folder
 

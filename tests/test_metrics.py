@@ -19,6 +19,7 @@ from metrics import (
     accuracy,
     build_compute_metrics,
     f1,
+    generation_metrics,
     glue_average,
     macro_f1,
     main,
@@ -148,6 +149,18 @@ class ComputeMetricsTest(absltest.TestCase):
         result = compute_metrics(prediction)
         self.assertEqual(list(result), ["accuracy"])
         self.assertAlmostEqual(result["accuracy"], 100 / 3, places=10)
+
+
+class GenerationMetricsTest(absltest.TestCase):
+    def test_exact_match_on_numbers_is_strict(self) -> None:
+        # SQuAD's normalisation drops punctuation: "-3" -> "3", "3.5" -> "35", "1,000" -> "1000".
+        samples = [["3", "-3"], ["35"], ["1,000"], [" 42\n"], ["8", "7 "]]
+        references = ["-3", "3.5", "1000", "42", "7"]
+        metrics = generation_metrics(samples, references)
+        self.assertEqual(metrics["exact_match"], 20.0)  # first samples: only " 42\n" (trimmed) equals "42"
+        self.assertEqual(metrics["exact_match_normalized"], 80.0)  # all but "8" vs "7" after normalisation
+        self.assertEqual(metrics["exact_match_any"], 60.0)  # "-3", "42" and "7 " (trimmed) among the samples
+        self.assertEqual(list(metrics)[:3], ["exact_match", "exact_match_normalized", "exact_match_any"])
 
 
 class GlueAverageTest(absltest.TestCase):

@@ -56,6 +56,40 @@ class WriteRecordsTest(parameterized.TestCase):
             write_records(os.path.join(self.tmp, "out.txt"), ROWS)
 
 
+class DiskFullTest(absltest.TestCase):
+    def test_no_space_left_is_one_line_and_the_earlier_file_stays(self) -> None:
+        import errno
+        from unittest import mock
+
+        import outputs
+
+        run = tempfile.mkdtemp()
+        path = os.path.join(run, "all_results.json")
+        outputs.write_json_atomic(path, {"eval_loss": 1.0})
+
+        real_fdopen = os.fdopen
+
+        class Full:  # a file on a full disk: writing fails with OSError 28
+            def __init__(self, fd: int, mode: str) -> None:
+                self.file = real_fdopen(fd, mode)
+
+            def __enter__(self) -> "Full":
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                self.file.close()
+
+            def write(self, data: bytes) -> int:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        with mock.patch.object(outputs.os, "fdopen", Full):
+            with self.assertRaisesRegex(UserError, rf"^{run}: disk full while writing all_results\.json \([\d.]+ MiB free\); "):
+                outputs.write_json_atomic(path, {"eval_loss": 2.0})
+        with open(path) as f:
+            self.assertEqual(json.load(f), {"eval_loss": 1.0})
+        self.assertEqual(os.listdir(run), ["all_results.json"])  # no temporary file left
+
+
 class ReadTest(absltest.TestCase):
     def test_gzip_utf8_and_errors(self) -> None:
         tmp = tempfile.mkdtemp()

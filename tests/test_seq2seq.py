@@ -59,10 +59,12 @@ class Seq2SeqRunTest(absltest.TestCase):
         self.assertFalse(os.path.exists(os.path.join(self.run_dir, "eval_12-1.json")))
 
     def test_metrics_logged_under_sweepable_keys(self) -> None:
-        for key in ("eval_loss", "eval_exact_match", "eval_exact_match_any", "eval_token_f1", "eval_rougeL", "eval_bleu", "eval_gen_len"):
+        for key in ("eval_loss", "eval_exact_match", "eval_exact_match_normalized", "eval_exact_match_any", "eval_token_f1",
+                    "eval_rougeL", "eval_bleu", "eval_gen_len"):
             self.assertIn(key, self.results)
         self.assertBetween(self.results["eval_exact_match"], 0.0, 100.0)
         self.assertGreaterEqual(self.results["eval_exact_match_any"], self.results["eval_exact_match"])
+        self.assertGreaterEqual(self.results["eval_exact_match_normalized"], self.results["eval_exact_match"])
         with open(os.path.join(self.run_dir, "all_results.json")) as f:
             self.assertEqual(json.load(f)["eval_exact_match"], self.results["eval_exact_match"])
         losses = [e["loss"] for e in json.load(open(os.path.join(self.run_dir, "trainer_state.json")))["log_history"] if "loss" in e]
@@ -122,6 +124,8 @@ class Seq2SeqBadInputTest(parameterized.TestCase):
             "number": json.dumps({"train": TRAIN, "eval": [{"prompt": "a", "completion": 3}]}),
             "empty": json.dumps({"train": [], "eval": EVAL}),
             "list": json.dumps([1, 2]),
+            "empty_completions": json.dumps({"train": [{**r, "completion": ""} for r in TRAIN[:3]], "eval": EVAL}),
+            "blank_eval_completions": json.dumps({"train": TRAIN, "eval": [{**r, "completion": " "} for r in EVAL]}),
         }
         for name, text in files.items():
             with open(os.path.join(data, f"{name}.json"), "w") as f:
@@ -131,9 +135,13 @@ class Seq2SeqBadInputTest(parameterized.TestCase):
         ("missing_file", ["--data_name", "nope"], r"data/nope\.json: no such file"),
         ("invalid_json", ["--data_name", "broken"], r"broken\.json: invalid JSON at line 2 column 11"),
         ("no_eval_key", ["--data_name", "no_eval"], r"no_eval\.json: no 'eval' key; the file has 'train'"),
-        ("no_prompt", ["--data_name", "no_prompt"], r"no_prompt\.json: train record 1: no 'prompt' field"),
-        ("not_a_string", ["--data_name", "number"], r"number\.json: eval record 0: field 'completion' must be a string, got int 3"),
+        ("no_prompt", ["--data_name", "no_prompt"], r"no_prompt\.json: train record 2: no 'prompt' field"),
+        ("not_a_string", ["--data_name", "number"], r"number\.json: eval record 1: field 'completion' must be a string, got int 3"),
         ("empty_split", ["--data_name", "empty"], r"empty\.json: the train split is empty"),
+        ("all_completions_empty", ["--data_name", "empty_completions"],
+         r"^\S+/empty_completions\.json: all 3 train records have an empty 'completion' \(nothing to learn or score\)$"),
+        ("all_eval_completions_blank", ["--data_name", "blank_eval_completions"],
+         r"^\S+/blank_eval_completions\.json: all 3 eval records have an empty 'completion'"),
         ("not_splits", ["--data_name", "list"], r"list\.json: must be a JSON object with splits train, eval, got list"),
         ("both_models", ["--data_name", "small", "--model_init_path", "t5-small"], r"give exactly one of --model_init_name"),
         ("no_model_folder", ["--data_name", "small", "--model_init_name", "missing"], r"--model_init_name missing: no model folder"),
@@ -163,13 +171,38 @@ class Seq2SeqBadInputTest(parameterized.TestCase):
         self.assertFalse(os.path.exists(os.path.join(self.mount, "models", "cli")))
 
 
+class RecordFilesTest(absltest.TestCase):
+    def test_some_empty_completions_are_counted_in_a_warning(self) -> None:
+        from tests.fixtures import task_tokenizer
+
+        rows = [{"prompt": "a", "completion": "b"}, {"prompt": "c", "completion": ""}, {"prompt": "d", "completion": " "}]
+        data_args = seq2seq.Seq2SeqDataArguments(model_init_path="x", data_name="mixed", mount_dir="m")
+        with self.assertLogs("seq2seq", "WARNING") as logs:
+            dataset = seq2seq.tokenize_records(rows, task_tokenizer(), data_args, "train")
+        self.assertLen(dataset, 3)  # kept: only a split whose completions are all empty is refused
+        self.assertIn("m/data/mixed.json: 2 of 3 train records have an empty 'completion'", "\n".join(logs.output))
+
+    def test_utf8_bom_is_not_part_of_the_data(self) -> None:
+        from records import load_run_records
+
+        tmp = tempfile.mkdtemp()
+        train, evals = os.path.join(tmp, "train.jsonl"), os.path.join(tmp, "eval.json")
+        with open(train, "w", encoding="utf-8-sig") as f:  # as Windows editors save "UTF-8"
+            f.writelines(json.dumps(r) + "\n" for r in TRAIN)
+        with open(evals, "w", encoding="utf-8-sig") as f:
+            json.dump(EVAL, f)
+        records = load_run_records("m", None, train, evals, None, True, seq2seq.PROMPT_COMPLETION, {})
+        self.assertEqual(records, {"train": TRAIN, "eval": EVAL})
+
+
 class GenerationMetricsTest(absltest.TestCase):
     def test_hand_computed_values(self) -> None:
         from metrics import generation_metrics
 
         metrics = generation_metrics([["The cat sat.", "x"], ["a dog", "dog barks"]], ["the cat sat", "dog barks"])
-        self.assertEqual(metrics["exact_match"], 50.0)  # "cat sat" == "cat sat"; "dog" != "dog barks"
-        self.assertEqual(metrics["exact_match_any"], 100.0)
+        self.assertEqual(metrics["exact_match"], 0.0)  # strict: "The cat sat." != "the cat sat"
+        self.assertEqual(metrics["exact_match_normalized"], 50.0)  # "cat sat" == "cat sat"; "dog" != "dog barks"
+        self.assertEqual(metrics["exact_match_any"], 50.0)  # strict: "dog barks" is the second sample of record 2
         self.assertAlmostEqual(metrics["token_f1"], 100 * (1 + 2 / 3) / 2)  # P=1, R=1/2 -> F1=2/3
         self.assertAlmostEqual(metrics["rougeL"], 75.0)  # LCS "dog": P=R=1/2 -> 0.5; first pair 1.0
         self.assertEqual(metrics["gen_len"], 2.0)  # words, without a tokenizer: 3 + 1 + 2 + 2 over 4

@@ -228,6 +228,16 @@ class LoadTest(parameterized.TestCase):
         self.assertEqual(records(splits["validation"]), [{"sentence": "good, really", "label": 1, "idx": 0}])
 
 
+    def test_utf8_bom_is_not_part_of_the_first_column(self) -> None:
+        # Excel and Windows editors save "UTF-8" with a byte-order mark; it must not become "\ufeffsentence".
+        for name, text in {"train.tsv": "sentence\tlabel\nnice\t1\n", "train.csv": "sentence,label\nnice,1\n",
+                           "train.jsonl": '{"sentence": "nice", "label": 1}\n',
+                           "train.json": '[{"sentence": "nice", "label": 1}]'}.items():
+            (self.root / name).write_text(text, encoding="utf-8-sig")
+            splits = load_task_splits(get_task("glue", "sst2"), train_file=self.root / name, roles=["train"])
+            self.assertEqual(records(splits["train"]), [{"sentence": "nice", "label": 1, "idx": 0}], name)
+
+
 class ToyTest(absltest.TestCase):
     def test_deterministic_balanced_and_loadable(self) -> None:
         root = make_tempdir(self)
@@ -411,6 +421,36 @@ class UserErrorTest(absltest.TestCase):
                                train_file=self.root / "bad.jsonl")
         self.assert_user_error(["no such file"], load_task_splits, get_task("glue", "rte"),
                                train_file=self.root / "missing.tsv")
+
+    def test_more_fields_than_the_header_is_an_error_with_its_line(self) -> None:
+        # A tab inside the text would otherwise train as label 0 with the text cut at the tab.
+        write_files(self.root, {"train.tsv": "sentence\tlabel\ngreat\t1\nthe verdict\t0\t1 (really positive)\n",
+                                "train.csv": 'sentence,label\n"two\nlines",1\nfine, really,1\n',
+                                "CoLA/train.tsv": "gj04\t1\t\tA sentence.\ngj04\t1\t\tA\ttab.\n"})
+        sst2 = get_task("glue", "sst2")
+        with self.assertRaises(UserError) as caught:
+            load_task_splits(sst2, train_file=self.root / "train.tsv", roles=["train"])
+        self.assertEqual(str(caught.exception), f"{self.root}/train.tsv: line 3: 3 fields, the header has 2 (a tab inside the text?)")
+        with self.assertRaises(UserError) as caught:  # the quoted field spans lines 2-3: the bad row is on line 4
+            load_task_splits(sst2, train_file=self.root / "train.csv", roles=["train"])
+        self.assertEqual(str(caught.exception),
+                         f"{self.root}/train.csv: line 4: 3 fields, the header has 2 (a comma outside quotes?)")
+        self.assert_user_error(["CoLA/train.tsv: line 2: 5 fields, the file has no header and 4 columns (a tab inside the text?)"],
+                               load_task_splits, get_task("glue", "cola"), dataset_dir=self.root, roles=["train"])
+
+    def test_line_numbers_count_lines_and_rows_count_from_one(self) -> None:
+        write_files(self.root, {"dev.csv": 'sentence,label\n"two\nlines",1\nbad,7\n'})
+        self.assert_user_error(["dev.csv, line 4: column 'label': label '7'"],
+                               load_task_splits, get_task("glue", "sst2"), validation_file=self.root / "dev.csv")
+        pq.write_table(pa.Table.from_pylist([{"sentence": None, "label": 1}]), self.root / "dev.parquet")
+        self.assert_user_error(["dev.parquet, row 1: column 'sentence' is missing or not text (got None)"],
+                               load_task_splits, get_task("glue", "sst2"), validation_file=self.root / "dev.parquet")
+        write_files(self.root, {"dev.jsonl": '{"sentence": "a", "label": 1}\n\n{"sentence": 5, "label": 1}\n'})
+        self.assert_user_error(["dev.jsonl, line 3: column 'sentence'"],  # the blank line 2 is counted
+                               load_task_splits, get_task("glue", "sst2"), validation_file=self.root / "dev.jsonl")
+        write_files(self.root, {"dev.json": '[{"sentence": "a", "label": 1},\n {"sentence": 5, "label": 1}]'})
+        self.assert_user_error(["dev.json, row 2: column 'sentence'"],
+                               load_task_splits, get_task("glue", "sst2"), validation_file=self.root / "dev.json")
 
     def test_split_the_task_lacks(self) -> None:
         self.assert_user_error(["ax/ax has no train split", "it has: test"],

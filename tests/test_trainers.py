@@ -72,6 +72,23 @@ class LossTermTest(absltest.TestCase):
         self.assertAlmostEqual(ddp["eval"]["eval_l2_to_reference"], self.one_by_eight["eval"]["eval_l2_to_reference"], places=5)
 
 
+    def test_deepspeed_zero2_logs_the_same_term_and_loss(self) -> None:
+        out = os.path.join(self.tmp, "zero2")
+        proc = subprocess.run(
+            [os.path.join(BIN, "torchrun"), "--nproc_per_node", "1", "--master_port", "29542",
+             os.path.join(ROOT, "tests", "term_job.py"), out, "8", "1", "--deepspeed", os.path.join(ROOT, "zero_stage2_config.json")],
+            capture_output=True, text=True, cwd=ROOT, timeout=900,
+            env={**os.environ, "DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2", "TOKENIZERS_PARALLELISM": "false"},
+        )
+        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+        with open(os.path.join(out, "result.json")) as f:
+            zero2 = json.load(f)
+        self.assertTrue(zero2["deepspeed"])
+        for key in ("l2_to_reference", "loss"):
+            self.assertAlmostEqual(zero2["log"][key], self.one_by_eight["log"][key], places=4, msg=key)
+        self.assertAlmostEqual(zero2["eval"]["eval_l2_to_reference"], self.one_by_eight["eval"]["eval_l2_to_reference"], places=4)
+
+
 class EveryScriptTest(absltest.TestCase):
     """Each script's Trainer is `trainers.ToolkitTrainer` or a subclass of it."""
 
