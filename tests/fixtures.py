@@ -93,3 +93,18 @@ def save_tiny_t5(directory: str, seed: int = 0, d_model: int = 32) -> str:
     new_t5(config).save_pretrained(directory)
     save_tokenizer(tokenizer, directory)
     return directory
+
+
+def pairs_mount(count: int = 8) -> str:
+    """A fresh mount/ dir: the tiny T5 as models/tiny and data/pairs.json with `count` prompt/completion
+    records (the first two are also the eval split)."""
+    import json
+    import tempfile
+
+    mount = tempfile.mkdtemp()
+    save_tiny_t5(os.path.join(mount, "models", "tiny"))
+    os.makedirs(os.path.join(mount, "data"))
+    pairs = [{"prompt": f"sentence {i}", "completion": "positive"} for i in range(count)]
+    with open(os.path.join(mount, "data", "pairs.json"), "w") as f:
+        json.dump({"train": pairs, "eval": pairs[:2]}, f)
+    return mount

@@ -10,7 +10,7 @@ import tempfile
 
 from absl.testing import absltest
 
-from tests.fixtures import save_tiny_t5
+from tests.fixtures import pairs_mount, save_tiny_t5
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
@@ -89,12 +89,7 @@ class TwoProcessTest(absltest.TestCase):
 class RunNameTest(absltest.TestCase):
     def test_ranks_whose_clocks_straddle_a_second_share_one_run_dir(self) -> None:
         """Without --training_run_name the run dir is named after the clock; rank 0's name is broadcast."""
-        mount = tempfile.mkdtemp()
-        save_tiny_t5(os.path.join(mount, "models", "tiny"))
-        os.makedirs(os.path.join(mount, "data"))
-        pairs = [{"prompt": f"sentence {i}", "completion": "positive"} for i in range(8)]
-        with open(os.path.join(mount, "data", "pairs.json"), "w") as f:
-            json.dump({"train": pairs, "eval": pairs[:2]}, f)
+        mount = pairs_mount(8)
         proc = subprocess.run(
             [os.path.join(BIN, "torchrun"), "--nproc_per_node", "2", "--master_port", "29533", os.path.join(ROOT, "tests", "run_name_job.py"),
              "seq2seq.py", "--mount_dir", mount, "--model_init_name", "tiny", "--data", "pairs", "--max_steps", "2",

@@ -15,7 +15,7 @@ import time
 
 from absl.testing import absltest, parameterized
 
-from tests.fixtures import save_tiny_t5, write_corpus
+from tests.fixtures import pairs_mount, save_tiny_t5, write_corpus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
@@ -167,12 +167,7 @@ class UnnamedPreemptedRunTest(absltest.TestCase):
     def test_the_printed_command_and_auto_resume_the_same_run(self) -> None:
         """seq2seq.py without --training_run_name names its run after the clock: after a preemption the
         printed command names the run, and `auto` without a name resumes the newest preempted run."""
-        mount = tempfile.mkdtemp()
-        save_tiny_t5(os.path.join(mount, "models", "tiny"))
-        os.makedirs(os.path.join(mount, "data"))
-        pairs = [{"prompt": f"sentence {i}", "completion": "positive"} for i in range(16)]
-        with open(os.path.join(mount, "data", "pairs.json"), "w") as f:
-            json.dump({"train": pairs, "eval": pairs[:2]}, f)
+        mount = pairs_mount(16)
         argv = ["--mount_dir", mount, "--model_init_name", "tiny", "--data", "pairs", "--max_steps", "12", "--train_batch_size", "2",
                 "--logging_steps", "1", "--max_target_length", "4", "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "True"]
         proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "seq2seq.py"), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
