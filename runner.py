@@ -109,7 +109,7 @@ def run_training(trainer: Any) -> dict[str, float]:
         if trainer.is_world_process_zero():
             write_text_atomic(os.path.join(args.output_dir, PREEMPTED_MARKER), f"{preemption.stopped_at}\n")
         logger.warning("preempted: checkpoint at step %d saved in %s; resume with: %s", preemption.stopped_at, args.output_dir,
-                       resume_command(sys.argv, args.output_dir))
+                       resume_command(sys.argv, args))
         raise SystemExit(PREEMPTED_EXIT_CODE)
     marker = os.path.join(args.output_dir, PREEMPTED_MARKER)
     if trainer.is_world_process_zero() and os.path.exists(marker):
@@ -119,18 +119,19 @@ def run_training(trainer: Any) -> dict[str, float]:
     return metrics
 
 
-def resume_command(argv: list[str], output_dir: str) -> str:
-    """The command line that resumes this run: the same flags, the run's name where a mount-layout script
-    named the run after the clock, and `--resume_from_checkpoint auto`; secrets redacted."""
+def resume_command(argv: list[str], training_args: Any) -> str:
+    """The command line that resumes this run: the same flags, the run dir named by the arguments' own
+    flag (`run_dir_flag`: --output_dir, or --training_run_name in the mount layout) where the command
+    left it to a default (a timestamped name), and `--resume_from_checkpoint auto`; secrets redacted."""
     import shlex
 
     from provenance import redact_argv
 
     args = list(argv[1:])
     extra: list[str] = []
-    named = any(a.split("=", 1)[0] in ("--training_run_name", "--output_dir") for a in args)
-    if not named and os.path.basename(argv[0]) in ("seq2seq.py", "clf.py"):
-        extra += ["--training_run_name", os.path.basename(os.path.normpath(output_dir))]
+    flag, value = training_args.run_dir_flag, training_args.run_dir_value
+    if not any(a.split("=", 1)[0] == flag for a in args):
+        extra += [flag, value]
     if not any(a.split("=", 1)[0] == "--resume_from_checkpoint" for a in args):
         extra += ["--resume_from_checkpoint", "auto"]
     return shlex.join(["python", os.path.basename(argv[0])] + redact_argv(args) + extra)

@@ -83,6 +83,12 @@ class ToolkitTrainingArguments(Seq2SeqTrainingArguments):
             self.dataloader_pin_memory = False  # pinning needs an accelerator; it only warns on a CPU
         super().__post_init__()
 
+    run_dir_flag = "--output_dir"  # the flag that names the run dir (resume commands repeat it)
+
+    @property
+    def run_dir_value(self) -> str:
+        return self.output_dir
+
     @property
     def precision(self) -> str:
         return "fp16" if self.fp16 else "bf16" if self.bf16 else "fp32"
@@ -124,6 +130,12 @@ class MountRunArguments(T5FineTuningArguments):
     output_dir: str | None = field(default=None, metadata={"help": "Set from --mount_dir and --training_run_name; do not pass."})
     per_device_train_batch_size: int = field(default=8, metadata={"aliases": ["--train_batch_size"], "help": "Training batch size per device."})
     per_device_eval_batch_size: int = field(default=8, metadata={"aliases": ["--eval_batch_size"], "help": "Eval, sampling and prediction batch size per device."})
+
+    run_dir_flag = "--training_run_name"
+
+    @property
+    def run_dir_value(self) -> str:
+        return os.path.basename(os.path.normpath(self.output_dir))
 
     def __post_init__(self) -> None:
         if self.output_dir is not None:

@@ -40,19 +40,21 @@ class StepFlopsTest(absltest.TestCase):
         self.assertEqual(pretrain_throughput.step_flops(config, batch, enc, dec), counter.get_total_flops())
 
 
+def run_bench(test: absltest.TestCase, script: str, argv: list[str], json_out: str, **env: str) -> tuple[dict, str]:
+    """(the JSON report, stdout) of `python bench/<script> ARGV --json JSON_OUT`, offline."""
+    proc = subprocess.run([sys.executable, f"bench/{script}", *argv, "--json", json_out], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1", **env})
+    test.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    with open(json_out, encoding="utf-8") as f:
+        return json.load(f), proc.stdout
+
+
 class SmokeTest(absltest.TestCase):
     def test_tiny_run_reports_every_variant_and_the_loops_agree(self) -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            out = os.path.join(tmp, "report.json")
-            proc = subprocess.run(
-                [sys.executable, "bench/pretrain_throughput.py", "--size", "tiny", "--steps", "2", "--warmup_steps", "1",
-                 "--repeats", "1", "--matmul_size", "256", "--variants", "c,a,b", "--workdir", tmp, "--json", out],
-                cwd=ROOT, capture_output=True, text=True, timeout=600,
-                env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
-            )
-            self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
-            with open(out, encoding="utf-8") as f:
-                report = json.load(f)
+            report, stdout = run_bench(self, "pretrain_throughput.py", [
+                "--size", "tiny", "--steps", "2", "--warmup_steps", "1", "--repeats", "1", "--matmul_size", "256",
+                "--variants", "c,a,b", "--workdir", tmp], os.path.join(tmp, "report.json"), OMP_NUM_THREADS="1")
         self.assertEqual(report["baseline"], "c")
         variants = {v["variant"]: v for v in report["variants"]}
         self.assertEqual(list(variants), ["c", "a", "b"])
@@ -68,30 +70,23 @@ class SmokeTest(absltest.TestCase):
         self.assertLess(variants["a"]["max_abs_loss_diff_vs_baseline"], 1e-5)
         self.assertLess(variants["b"]["max_abs_loss_diff_vs_baseline"], 0.05)
         self.assertGreater(variants["c"]["losses"][0], 9.0)  # ~ln(32128) = 10.4 from a fresh init
-        self.assertIn("(a) pipeline, defaults", proc.stdout)
+        self.assertIn("(a) pipeline, defaults", stdout)
 
 
 class CollatorBenchSmokeTest(absltest.TestCase):
     def test_tiny_run_times_both_row_formats_and_names_the_pipeline_format(self) -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            out = os.path.join(tmp, "collator.json")
-            proc = subprocess.run(
-                [sys.executable, "bench/collator.py", "--batch_size", "8", "--input_length", "64", "--repeats", "2",
-                 "--warmup", "1", "--json", out],
-                cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-            )
-            self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
-            with open(out, encoding="utf-8") as f:
-                report = json.load(f)
+            report, stdout = run_bench(self, "collator.py", ["--batch_size", "8", "--input_length", "64", "--repeats", "2",
+                                                             "--warmup", "1"], os.path.join(tmp, "collator.json"))
         self.assertEqual(report["row_length"], 70)  # 64 corrupted inputs
         self.assertEqual(sorted(report["formats"]), ["lists", "numpy"])
         for figures in report["formats"].values():
             self.assertGreater(figures["speedup"], 0)
             self.assertGreater(figures["T5DataCollator_median_ms"], 0)
         self.assertEqual(report["pipeline_row_format"], "numpy")  # what corpus.tokenize_and_pack hands over
-        self.assertIn("lists rows: T5DataCollator is", proc.stdout)
-        self.assertIn("numpy rows: T5DataCollator is", proc.stdout)
-        self.assertIn("pre_train_t5.py hands the collator numpy rows", proc.stdout)
+        self.assertIn("lists rows: T5DataCollator is", stdout)
+        self.assertIn("numpy rows: T5DataCollator is", stdout)
+        self.assertIn("pre_train_t5.py hands the collator numpy rows", stdout)
 
 
 if __name__ == "__main__":
