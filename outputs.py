@@ -251,11 +251,6 @@ class RunOutputs:
                       example_of: Sequence[int] | None = None) -> str:
         return write_records(self.path(name), rows, carry, example_of)
 
-    def write_text(self, name: str, text: str) -> str:
-        path = self.path(name)
-        write_text_atomic(path, text)
-        return path
-
     def finish(self, results: Mapping[str, Any], log_history: Sequence[Mapping[str, Any]], arg_objects: Sequence[Any],
                argv: Sequence[str] | None) -> str:
         """A training run: provenance, the loss curve, then the results (the finished marker). An
