@@ -370,7 +370,74 @@ def expand_argv(argv: Sequence[str] | None, list_fields: frozenset[str] = frozen
         else:
             rest.append(arg)
         i += 1
-    return from_files + rest
+    return fold_dotted_flags(from_files + rest)
+
+
+def _scalar(text: str) -> Any:
+    """A dotted flag's value as the original finetune-lm parser read it: numbers, True / False / None, else text."""
+    if text in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[text]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]  # quoted: a string even if it looks like a number
+    return text
+
+
+def fold_dotted_flags(args: list[str]) -> list[str]:
+    """`--name.key.sub value` (the original finetune-lm toolkit's way of setting nested mappings) becomes one
+    `--name=<JSON mapping>`, merged over an earlier `--name=<JSON mapping>` (from a config file, say). Values
+    up to the next flag: one is a scalar, several a list."""
+    folded: dict[str, dict[str, Any]] = {}
+    slots: dict[str, int] = {}  # base -> where its --base=<JSON> goes in `out`
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name = arg.split("=", 1)[0]
+        if not (arg.startswith("--") and "." in name):
+            out.append(arg)
+            i += 1
+            continue
+        base, *keys = name[2:].split(".")
+        if "=" in arg:
+            values, i = [arg.split("=", 1)[1]], i + 1
+        else:
+            j = i + 1
+            while j < len(args) and not args[j].startswith("--"):
+                j += 1
+            values, i = args[i + 1 : j], j
+        if not keys or not all(keys) or not values:
+            raise UserError(f"{name}: a nested setting is --name.key value (e.g. --data_preprocessing_fn.train mask_words)")
+        if base not in folded:
+            folded[base] = _earlier_mapping(out, base)
+            slots[base] = len(out)
+            out.append("")
+        node = folded[base]
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise UserError(f"{name}: {key!r} already holds a value, not a mapping")
+        parsed = [_scalar(v) for v in values]
+        node[keys[-1]] = parsed[0] if len(parsed) == 1 else parsed
+    for base, slot in slots.items():
+        out[slot] = f"--{base}={json.dumps(folded[base])}"
+    return out
+
+
+def _earlier_mapping(args: list[str], base: str) -> dict[str, Any]:
+    """The JSON mapping of the last `--base=<mapping>` in `args` (a config file's), else {}."""
+    for arg in reversed(args):
+        if arg.startswith(f"--{base}="):
+            try:
+                value = json.loads(arg.split("=", 1)[1])
+            except json.JSONDecodeError:
+                return {}
+            return value if isinstance(value, dict) else {}
+    return {}
 
 
 def config_file_argv(path: str, list_fields: frozenset[str] = frozenset()) -> list[str]:

@@ -23,7 +23,7 @@ in `compute_input_and_target_lengths` come from one function, so they always agr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -190,7 +190,28 @@ def _stack(examples: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
     return np.asarray([example[key] for example in examples], dtype=np.int64)
 
 
-class T5DataCollator:
+class _WorkerSeededRng:
+    """A collator's numpy generator `self.rng`, seeded from `self.seed` and reseeded in each DataLoader worker."""
+
+    seed: int
+    rng: np.random.Generator
+    _worker_seed: int | None = None  # torch's seed of the DataLoader worker that owns self.rng
+
+    def _reseed_in_worker(self) -> None:
+        """Give each DataLoader worker its own noise stream: copies of one generator would repeat masks.
+
+        torch draws a fresh seed per worker and per epoch (from the seeded main process), so workers
+        differ from each other and from one epoch to the next, reproducibly.
+        """
+        import torch.utils.data
+
+        info = torch.utils.data.get_worker_info()
+        if info is not None and info.seed != self._worker_seed:
+            self.rng = np.random.default_rng([self.seed, info.seed])
+            self._worker_seed = info.seed
+
+
+class T5DataCollator(_WorkerSeededRng):
     """Span-corrupts packed rows into T5 `input_ids`, `labels` and `decoder_input_ids` tensors.
 
     Examples are `{"input_ids": [...]}` of exactly `expanded_length` tokens (see
@@ -239,19 +260,6 @@ class T5DataCollator:
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self._worker_seed: int | None = None  # torch's seed of the DataLoader worker that owns self.rng
-
-    def _reseed_in_worker(self) -> None:
-        """Give each DataLoader worker its own noise stream: copies of one generator would repeat masks.
-
-        torch draws a fresh seed per worker and per epoch (from the seeded main process), so workers
-        differ from each other and from one epoch to the next, reproducibly.
-        """
-        import torch.utils.data
-
-        info = torch.utils.data.get_worker_info()
-        if info is not None and info.seed != self._worker_seed:
-            self.rng = np.random.default_rng([self.seed, info.seed])
-            self._worker_seed = info.seed
 
     def corrupt(self, input_ids: np.ndarray) -> dict[str, np.ndarray]:
         """Span-corrupt a (batch, expanded_length) int array into numpy input_ids, labels and decoder_input_ids."""
@@ -380,3 +388,70 @@ class YesNoCollator:
         if "labels" in features[0]:
             batch["labels"] = torch.tensor([[f["labels"]] for f in features], dtype=torch.float32)
         return batch
+
+
+class LMCollator(_WorkerSeededRng):
+    """Right-pads a causal, masked or T5 LM's examples into `input_ids`, `attention_mask` and `labels`.
+
+    With `preprocess` (finetune_lm.py's per_batch strategy, e.g. lm_preprocessing.BoundPreprocessing)
+    the batch's examples are first preprocessed with this collator's numpy generator, so every batch
+    gets new masks (one stream per DataLoader worker). Labels are padded with -100 to the longest label
+    row (a seq2seq row's labels may be longer or shorter than its inputs); an example without labels
+    gets a copy of its inputs. Other keys (text, metadata) are dropped, except `source` (the index of
+    the original example) with `keep_source`. With `decoder_start_token_id` (encoder-decoders) the batch
+    also holds `decoder_input_ids`: the labels shifted right behind that token.
+    """
+
+    def __init__(
+        self,
+        pad_token_id: int,
+        preprocess: Callable[[list[dict], np.random.Generator], list[dict]] | None = None,
+        seed: int = 0,
+        keep_source: bool = False,
+        decoder_start_token_id: int | None = None,
+    ) -> None:
+        self.pad_token_id = pad_token_id
+        self.decoder_start_token_id = decoder_start_token_id  # encoder-decoders: add decoder_input_ids
+        self.preprocess = preprocess
+        self.keep_source = keep_source
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        import torch
+
+        features = list(features)
+        if self.preprocess is not None:
+            self._reseed_in_worker()
+            features = self.preprocess(features, self.rng)
+        inputs = [np.asarray(f["input_ids"], dtype=np.int64) for f in features]
+        labels = [
+            row if f.get("labels") is None else np.asarray(f["labels"], dtype=np.int64) for row, f in zip(inputs, features)
+        ]
+        batch = {
+            "input_ids": _pad_rows(inputs, self.pad_token_id),
+            "attention_mask": _pad_rows([np.ones_like(row) for row in inputs], 0),
+            "labels": _pad_rows(labels, -100),
+        }
+        if self.decoder_start_token_id is not None:
+            # The labels shifted right behind the start token (padding -> pad), as T5's _shift_right does: the
+            # Trainer takes the labels out of the batch before the forward pass when a loss function is given.
+            decoder_input_ids = np.empty_like(batch["labels"])
+            decoder_input_ids[:, 0] = self.decoder_start_token_id
+            decoder_input_ids[:, 1:] = batch["labels"][:, :-1]
+            decoder_input_ids[decoder_input_ids == -100] = self.pad_token_id
+            batch["decoder_input_ids"] = decoder_input_ids
+        if self.keep_source:
+            missing = [i for i, f in enumerate(features) if "source" not in f]
+            if missing:
+                raise ValueError(f"keep_source needs a 'source' in every example; batch example {missing[0]} has none")
+            batch["source"] = np.asarray([f["source"] for f in features], dtype=np.int64)
+        return {key: torch.from_numpy(value) for key, value in batch.items()}
+
+
+def _pad_rows(rows: Sequence[np.ndarray], value: int) -> np.ndarray:
+    """Right-pad 1-D int rows with `value` into one (len(rows), longest) int64 array."""
+    out = np.full((len(rows), max((len(row) for row in rows), default=0)), value, dtype=np.int64)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out

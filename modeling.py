@@ -127,12 +127,13 @@ def _load_error(kind: str, flag: str, name: str, err: Exception) -> UserError:
     return UserError(f"{flag} {name!r}: cannot load the {kind}: {where}; give a local directory or a Hub name")
 
 
-def load_tokenizer(name_or_path: str, flag: str = "--tokenizer_name") -> Any:
-    """A pretrained tokenizer by Hub name or local directory; a user error if it cannot be had."""
+def load_tokenizer(name_or_path: str, flag: str = "--tokenizer_name", **kwargs: Any) -> Any:
+    """A pretrained tokenizer by Hub name or local directory (`kwargs`: revision, token, cache_dir); a user
+    error if it cannot be had."""
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(name_or_path)
+        return AutoTokenizer.from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError) as err:
         raise _load_error("tokenizer", flag, name_or_path, err) from None
 
@@ -150,15 +151,7 @@ def load_model(name_or_path: str, flag: str = "--model_name_or_path", **override
     """A T5 checkpoint (Hub name or local directory); config fields such as dropout_rate may be overridden."""
     from transformers import T5ForConditionalGeneration
 
-    try:
-        model = T5ForConditionalGeneration.from_pretrained(name_or_path, **overrides)
-    except (OSError, ValueError) as err:
-        raise _load_error("model", flag, name_or_path, err) from None
-    except Exception as err:  # a truncated or corrupt weights file (safetensors raises its own error type)
-        if not os.path.isdir(name_or_path) or "safetensor" not in type(err).__module__ + str(err).lower():
-            raise
-        raise UserError(f"{flag} {name_or_path!r}: the weights file is damaged ({str(err).strip().splitlines()[0]}); "
-                        "a save that was cut short? Use another checkpoint") from None
+    model = _from_pretrained(T5ForConditionalGeneration, name_or_path, flag, **overrides)
     from transformers.integrations import is_deepspeed_zero3_enabled
 
     if is_deepspeed_zero3_enabled() and not getattr(model.config, "scale_decoder_outputs", True) and output_layer_is_tied(model):
@@ -172,6 +165,68 @@ def load_model(name_or_path: str, flag: str = "--model_name_or_path", **override
             )
         _restore_output_layer_zero3(model, weight)
     return model
+
+
+# --- Any language model (finetune_lm.py) -------------------------------------------------------------
+
+MODEL_TASKS = ("lm", "mlm", "seq2seq")  # causal LM, masked LM, encoder-decoder
+_AUTO_CLASSES = {"lm": "AutoModelForCausalLM", "mlm": "AutoModelForMaskedLM", "seq2seq": "AutoModelForSeq2SeqLM"}
+
+
+def model_task_of(config: Any) -> str | None:
+    """The model type a checkpoint's config says (a config object or config.json's mapping): an encoder-decoder
+    is seq2seq, a `*ForMaskedLM` architecture mlm, a `*ForCausalLM` / `*LMHeadModel` one lm; None when it says none."""
+    get = config.get if isinstance(config, dict) else lambda key, default=None: getattr(config, key, default)
+    if get("is_encoder_decoder", False):
+        return "seq2seq"
+    names = list(get("architectures", None) or [])
+    if any(name.endswith("ForMaskedLM") for name in names):
+        return "mlm"
+    if any(name.endswith(("ForCausalLM", "LMHeadModel")) for name in names):
+        return "lm"
+    return None
+
+
+def local_model_task(name: str) -> str | None:
+    """`model_task_of` a local model directory's config.json (stdlib only); None for a Hub name or no answer."""
+    config = os.path.join(name, "config.json")
+    if not os.path.isfile(config):
+        return None
+    from records import read_records
+
+    data = read_records(config)
+    return model_task_of(data[0]) if data and isinstance(data[0], dict) else None
+
+
+def resolve_model_task(given: str | None, inferred: str | None, name: str) -> str:
+    """`--model_task` if given, else what the checkpoint says; a one-line error when neither says."""
+    if given:
+        return given
+    if inferred is None:
+        raise UserError(f"--model_name_or_path {name}: cannot tell whether it is a causal LM, a masked LM or an encoder-decoder "
+                        "from its config (architectures / is_encoder_decoder); pass --model_task lm, mlm or seq2seq")
+    return inferred
+
+
+def load_language_model(name_or_path: str, model_task: str, flag: str = "--model_name_or_path", **kwargs: Any) -> Any:
+    """Any HF language model with the head its task needs (`AutoModelFor{CausalLM,MaskedLM,Seq2SeqLM}`);
+    `kwargs` go to `from_pretrained` (config, revision, token, cache_dir)."""
+    import transformers
+
+    return _from_pretrained(getattr(transformers, _AUTO_CLASSES[model_task]), name_or_path, flag, **kwargs)
+
+
+def _from_pretrained(model_class: Any, name_or_path: str, flag: str, **kwargs: Any) -> Any:
+    """`model_class.from_pretrained` with one-line errors for a missing model and a damaged weights file."""
+    try:
+        return model_class.from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError) as err:
+        raise _load_error("model", flag, name_or_path, err) from None
+    except Exception as err:  # a truncated or corrupt weights file (safetensors raises its own error type)
+        if not os.path.isdir(name_or_path) or "safetensor" not in type(err).__module__ + str(err).lower():
+            raise
+        raise UserError(f"{flag} {name_or_path!r}: the weights file is damaged ({str(err).strip().splitlines()[0]}); "
+                        "a save that was cut short? Use another checkpoint") from None
 
 
 def _checkpoint_tensor(name_or_path: str, key: str) -> Any:

@@ -90,8 +90,12 @@ def check_not_model_dir(output_dir: str, model: str, output_flag: str, model_fla
 
 
 def unique_path(path: str) -> str:
-    """`path`, or `stem-1.ext`, `stem-2.ext`, ... if it exists: results are never overwritten."""
+    """`path`, or `stem-1.ext`, `stem-2.ext`, ... if it exists: results are never overwritten (`x.csv.gz`
+    -> `x-1.csv.gz`)."""
     stem, ext = os.path.splitext(path)
+    if ext == ".gz":
+        stem, inner = os.path.splitext(stem)
+        ext = inner + ext
     candidate, n = path, 0
     while os.path.exists(candidate):
         n += 1

@@ -8,17 +8,22 @@ import tempfile
 from typing import Any, Sequence
 
 
-def _save(fig: Any, path: str) -> None:
-    """Save `fig` to `path` atomically (a temporary file of its own in the same folder, then a rename)."""
+def _save(fig: Any, path: str, close: bool = True) -> None:
+    """Save `fig` to `path` atomically (a temporary file of its own in the same folder, then a rename); the
+    format follows the file name."""
     import matplotlib.pyplot as plt
 
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=".png")
+    from outputs import _umask
+
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=os.path.splitext(path)[1] or ".png")
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide it from collaborators
         os.replace(tmp, path)
     finally:
-        plt.close(fig)
+        if close:
+            plt.close(fig)
         if os.path.exists(tmp):
             os.unlink(tmp)
 
@@ -45,6 +50,41 @@ def plot_loss_curve(log_history: list[dict[str, Any]], path: str) -> None:
     ax.legend()
     fig.tight_layout()
     _save(fig, path)
+
+
+def plot_batch_losses(records: Sequence[dict[str, Any]], paths: Sequence[str]) -> None:
+    """finetune_lm.py's `loss_curves`: every training batch's loss and each epoch's mean validation loss
+    against the training batch count, one panel per loss (the task loss and each loss term), saved to each
+    of `paths` (the original's .pdf and a .png)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["loss"] + [k for k in dict.fromkeys(k for r in records for k in r) if k not in ("loss", "dataset_type", "epoch", "batch_number", "seed")]
+    fig, axes = plt.subplots(len(names), 1, figsize=(7, 3.2 * len(names)), squeeze=False)
+    train = [r for r in records if r["dataset_type"] == "train"]
+    ends: dict[int, int] = {}  # epoch -> training batches seen when it ended
+    for i, r in enumerate(train, start=1):
+        ends[r["epoch"]] = i
+    for ax, name in zip(axes[:, 0], names):
+        points = [(i, r[name]) for i, r in enumerate(train, start=1) if r.get(name) is not None]
+        if points:
+            ax.plot(*zip(*points), label=f"train {name}", color="tab:blue", linewidth=0.8)
+        by_epoch: dict[int, list[float]] = {}
+        for r in records:
+            if r["dataset_type"] == "validation" and r.get(name) is not None:
+                by_epoch.setdefault(r["epoch"], []).append(r[name])
+        validation = [(ends.get(epoch, 0), sum(v) / len(v)) for epoch, v in sorted(by_epoch.items())]
+        if validation:
+            ax.plot(*zip(*validation), "o-", label=f"validation {name} (epoch mean)", color="tab:orange")
+        ax.set_xlabel("training batch")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    for i, path in enumerate(paths):
+        _save(fig, path, close=i == len(paths) - 1)
 
 
 def plot_reliability_diagram(scores: Sequence[float], targets: Sequence[float], path: str, num_bins: int = 10) -> None:

@@ -78,9 +78,10 @@ class PreemptionCallback:
         return _Callback()
 
 
-def run_training(trainer: Any) -> dict[str, float]:
-    """`trainer.train()` with the toolkit's safety nets, then the model and trainer state saved to the
-    output dir (every process calls this: DeepSpeed gathers the weights); returns the train metrics.
+def run_training(trainer: Any, model_dir: str | None = None) -> dict[str, float]:
+    """`trainer.train()` with the toolkit's safety nets, then the model saved to `model_dir` (default: the
+    output dir) and the trainer state to the output dir (every process calls this: DeepSpeed gathers the
+    weights); returns the train metrics.
     `trainer` is a `trainers.ToolkitTrainer`, which listens for the signals from its construction on.
 
     - `--resume_from_checkpoint auto` resumes from the newest complete checkpoint in the output dir, if
@@ -114,7 +115,7 @@ def run_training(trainer: Any) -> dict[str, float]:
     marker = os.path.join(args.output_dir, PREEMPTED_MARKER)
     if trainer.is_world_process_zero() and os.path.exists(marker):
         os.remove(marker)  # this run finished what the preempted one started
-    trainer.save_model(args.output_dir)
+    trainer.save_model(model_dir or args.output_dir)
     trainer.save_state()
     return metrics
 

@@ -18,7 +18,7 @@ from errors import UserError
 from provenance import redact_argv
 
 # The classes scripts name in their ARGUMENTS (and trainer_flags.json holds).
-SCRIPT_CLASSES = ("PreTrainingArguments", "FineTuningArguments", "MountRunArguments")
+SCRIPT_CLASSES = ("PreTrainingArguments", "FineTuningArguments", "MountRunArguments", "LMTrainingArguments")
 
 
 @dataclass
@@ -189,6 +189,33 @@ class FineTuningArguments(T5FineTuningArguments):
         super().__post_init__()
         if task_default:  # the parent put "loss" here; the script sets the task's metric instead
             self.metric_for_best_model = None
+
+
+@dataclass
+class LMTrainingArguments(ToolkitTrainingArguments):
+    """finetune_lm.py's Trainer arguments, under the original finetune-lm toolkit's names where they differ
+    (--epochs, --lr, --per_device_validation_batch_size, --per_device_test_batch_size). Changed from the
+    Trainer's defaults: evaluation and a checkpoint every epoch, the best model by validation loss kept
+    (save_total_limit 1 plus the best) and reloaded at the end, batch sizes 32 (the original's), and
+    output_dir chosen by the script (outputs/<train file>/<model>/<time>, or outputs/test_only/<model>)."""
+
+    output_dir: str | None = field(default=None, metadata={"help": "Where the run writes (default: outputs/<train file stem>/<model>/<time>; a test-only run: outputs/test_only/<model>)."})
+    num_train_epochs: float = field(default=3.0, metadata={"aliases": ["--epochs"], "help": "Epochs to train."})
+    learning_rate: float = field(default=5e-5, metadata={"aliases": ["--lr"], "help": "Peak learning rate (AdamW)."})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Training batch size per device (before a per_batch preprocessing function that changes the count)."})
+    per_device_eval_batch_size: int = field(default=32, metadata={"aliases": ["--per_device_validation_batch_size"], "help": "Validation batch size per device."})
+    per_device_test_batch_size: int = field(default=32, metadata={"help": "Test (surprisal) batch size per device; rows are sorted by length first."})
+    eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate on --validation_file (default: every epoch)."})
+    save_strategy: str = field(default="epoch", metadata={"help": "When to save a checkpoint (default: every epoch)."})
+    save_total_limit: Optional[int] = field(default=1, metadata={"help": "Checkpoints kept besides the best (default 1)."})
+    load_best_model_at_end: Optional[bool] = field(default=True, metadata={"help": "Reload the checkpoint with the lowest validation loss at the end; it is saved to model/."})
+
+    run_dir_flag = "--output_dir"
+
+    def __post_init__(self) -> None:
+        if self.per_device_test_batch_size < 1:
+            raise UserError(f"--per_device_test_batch_size {self.per_device_test_batch_size}: must be at least 1")
+        super().__post_init__()
 
 
 def _other_accelerator() -> bool:

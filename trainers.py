@@ -107,7 +107,8 @@ class ToolkitTrainer(Seq2SeqTrainer):
     # accumulation steps in compute_loss: training_step must not divide again.
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args: Any, loss_terms: Sequence[LossTerm] = (), **kwargs: Any) -> None:
+    def __init__(self, *args: Any, loss_terms: Sequence[LossTerm] = (), record_batches: bool = False,
+                 eval_data_collator: Callable | None = None, **kwargs: Any) -> None:
         from runner import PreemptionCallback
 
         model = kwargs.get("model", args[0] if args else None)
@@ -126,12 +127,24 @@ class ToolkitTrainer(Seq2SeqTrainer):
         self.preemption = PreemptionCallback()
         self.add_callback(self.preemption.callback())
         self._staging_dir: str | None = None  # while a checkpoint is saved: where the parent's save writes
+        # With record_batches: each batch's losses, {"dataset_type": "train" | "validation", "epoch", "loss", <term>: ...}
+        # (values as 0-d tensors until read: no device sync per batch), for finetune_lm.py's metrics.csv.gz.
+        self.batch_records: list[dict[str, Any]] | None = [] if record_batches else None
+        self.eval_data_collator = eval_data_collator  # evaluation batches' own collator (default: data_collator)
 
     # --- data ----------------------------------------------------------------------------------------
 
     def _get_dataloader(self, *args: Any, **kwargs: Any) -> Any:
-        """The parent's DataLoader, with workers that outlive a preemption signal (`_preemption_proof_worker_init`)."""
-        dataloader = super()._get_dataloader(*args, **kwargs)
+        """The parent's DataLoader, with workers that outlive a preemption signal (`_preemption_proof_worker_init`),
+        and evaluation batches made by `eval_data_collator` when there is one."""
+        training = kwargs.get("is_training", args[4] if len(args) > 4 else False)
+        collator = self.data_collator
+        if not training and self.eval_data_collator is not None:
+            self.data_collator = self.eval_data_collator
+        try:
+            dataloader = super()._get_dataloader(*args, **kwargs)
+        finally:
+            self.data_collator = collator
         # accelerate's DataLoaderShard iterates a torch DataLoader it holds (and reads its attributes from it,
         # e.g. when skip_first_batches copies the loader on resume); each new iterator reads worker_init_fn.
         torch_loader = getattr(dataloader, "base_dataloader", dataloader)
@@ -218,6 +231,7 @@ class ToolkitTrainer(Seq2SeqTrainer):
         """
         loss, outputs = super().compute_loss(model, dict(inputs), return_outputs=True, num_items_in_batch=num_items_in_batch)
         training = model.training
+        record = self._batch_record(loss, training) if self.batch_records is not None else None
         if self.loss_terms:
             split = "train" if training else "eval"
             steps = self.current_gradient_accumulation_steps if training else 1
@@ -227,6 +241,8 @@ class ToolkitTrainer(Seq2SeqTrainer):
                     continue
                 value = term(bare, inputs, outputs) / steps
                 loss = loss + value
+                if record is not None:
+                    record[term.name] = value.detach() * steps
                 totals = self._term_totals[split]
                 totals[term.name] = totals.get(term.name, 0.0) + value.detach().float()
             if not training:
@@ -234,6 +250,21 @@ class ToolkitTrainer(Seq2SeqTrainer):
         if training and torch.is_grad_enabled() and not bool(torch.isfinite(loss.detach()).all()):
             raise NonFiniteLoss(f"{loss.detach().float().item()}")
         return (loss, outputs) if return_outputs else loss
+
+    def _batch_record(self, loss: torch.Tensor, training: bool) -> dict[str, Any]:
+        """A `batch_records` entry for this batch. The task loss is divided by the label tokens of the whole optimizer
+        step (and multiplied by the process count, see compute_loss): undone here, exactly for one batch per step
+        on one process, else as the step's token mean."""
+        scale = 1.0
+        if training:
+            scale = self.current_gradient_accumulation_steps
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                scale /= self.args.world_size
+        epoch = self.state.epoch or 0.0
+        record = {"dataset_type": "train" if training else "validation",
+                  "epoch": int(epoch) + 1 if training else max(round(epoch), 1), "loss": loss.detach() * scale}
+        self.batch_records.append(record)
+        return record
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Train logs also carry each term's mean per optimizer step since the last log, over all processes."""

@@ -108,3 +108,61 @@ def pairs_mount(count: int = 8) -> str:
     with open(os.path.join(mount, "data", "pairs.json"), "w") as f:
         json.dump({"train": pairs, "eval": pairs[:2]}, f)
     return mount
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_lm_tokenizer(kind: str) -> Any:
+    """A tokenizer trained on the generated corpus: byte-level BPE wrapped as GPT-2's ("gpt2"), WordPiece as
+    BERT's ("bert"), or the tiny T5 one ("t5"). (GPT2TokenizerFast(vocab_file=...) in transformers 5.x encodes
+    everything to nothing: build from the tokenizers object.)"""
+    if kind == "t5":
+        return tiny_tokenizer()
+    from tokenizers import ByteLevelBPETokenizer, BertWordPieceTokenizer
+
+    corpus = generated_corpus()
+    if kind == "gpt2":
+        from transformers import GPT2TokenizerFast
+
+        backend = ByteLevelBPETokenizer()
+        backend.train_from_iterator(corpus, vocab_size=300, min_frequency=1, special_tokens=["<|endoftext|>"])
+        return GPT2TokenizerFast(tokenizer_object=backend._tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                 unk_token="<|endoftext|>", pad_token="<|endoftext|>")
+    from transformers import BertTokenizerFast
+
+    backend = BertWordPieceTokenizer(lowercase=True)
+    backend.train_from_iterator(corpus, vocab_size=200, min_frequency=1,
+                                special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    return BertTokenizerFast(tokenizer_object=backend._tokenizer, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
+                             cls_token="[CLS]", mask_token="[MASK]")
+
+
+def tiny_lm(kind: str, seed: int = 0) -> Any:
+    """A freshly initialised tiny model over `tiny_lm_tokenizer(kind)`: GPT-2 ("gpt2"), BERT ("bert") or T5 ("t5")."""
+    import torch
+
+    tokenizer = tiny_lm_tokenizer(kind)
+    torch.manual_seed(seed)
+    if kind == "t5":
+        return tiny_t5(seed)
+    if kind == "gpt2":
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        config = GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=4,
+                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        return GPT2LMHeadModel(config)
+    from transformers import BertConfig, BertForMaskedLM
+
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=37, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return BertForMaskedLM(config)
+
+
+def save_tiny_lm(directory: str, kind: str, seed: int = 0) -> str:
+    """`tiny_lm(kind)` and its tokenizer saved as a checkpoint directory; returns `directory`."""
+    model = tiny_lm(kind, seed)
+    model.config.architectures = [type(model).__name__]
+    model.save_pretrained(directory)
+    tiny_lm_tokenizer(kind).save_pretrained(directory)
+    return directory

@@ -1,0 +1,217 @@
+"""Per-token surprisal of any HF language model: the scorer behind finetune_lm.py's test outputs.
+
+For each scored token: logprob = ln p(token | context) and surprisal = -log2 p(token | context) (bits),
+computed directly from the logits (log-softmax as logit - logsumexp, in float32):
+- lm (causal): p(x_t | x_<t). A BOS token is prepended to every text (the tokenizer's BOS, else its EOS:
+  GPT-2's `<|endoftext|>`), so the first word is scored too: the convention of lm-zoo and of minicons'
+  `IncrementalLMScorer.token_score(..., bos_token=True)`, whose values ours equal (bench/surprisal.py).
+- mlm (masked): p(x_t | the input with x_t masked) at the masked positions only (labels != -100), as
+  minicons' `MaskedLMScorer` does per token; `expand_with_masks` gives every token's pseudo-log-likelihood.
+- seq2seq (T5): p(y_t | encoder input, y_<t) by teacher forcing: the decoder input is the labels shifted
+  right behind the decoder start token, and logits t are scored against label t (the original finetune-lm
+  toolkit scored them one position off when a label did not start with pad).
+
+Rows are sorted by length and batched, only real tokens are scored (padding never), and all per-token
+arithmetic is batched tensor work; `word_positions` aligns tokens with whitespace-separated words.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+LN2 = math.log(2.0)
+TASK_NAMES = {"lm": "LM", "mlm": "MLM", "seq2seq": "Seq2Seq"}  # the original's `task` column
+
+
+@dataclass
+class ScoredSequence:
+    """One row's scored tokens: positions in the scored sequence (input ids for lm / mlm, labels for
+    seq2seq), the token ids there, their natural-log probabilities, and the argmax prediction at each."""
+
+    positions: np.ndarray
+    token_ids: np.ndarray
+    logprobs: np.ndarray
+    predicted_ids: np.ndarray
+    predicted_logprobs: np.ndarray
+
+
+def bos_id(tokenizer: Any) -> int:
+    """The token a causal LM's text starts from: the tokenizer's BOS, else its EOS (GPT-2: <|endoftext|>)."""
+    token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if token_id is None:
+        raise ValueError("the tokenizer has neither a BOS nor an EOS token to condition the first token on")
+    return token_id
+
+
+def pad_rows(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+    width = max((len(row) for row in rows), default=0)
+    out = np.full((len(rows), width), value, dtype=np.int64)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return torch.from_numpy(out)
+
+
+@torch.no_grad()
+def score_batch(model: Any, model_task: str, input_ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]],
+                pad_token_id: int) -> list[ScoredSequence]:
+    """Score one batch of rows (right-padded here); see the module docstring for what each task scores.
+
+    lm rows score every position t >= 1 whose label is not -100 (labels are the inputs for lm);
+    mlm rows the positions whose label is not -100; seq2seq rows every label that is not -100.
+    """
+    device = next(model.parameters()).device
+    ids = pad_rows(input_ids, pad_token_id).to(device)
+    attention_mask = pad_rows([[1] * len(row) for row in input_ids], 0).to(device)
+    target = pad_rows(labels, -100).to(device)
+    if model_task == "seq2seq":
+        logits = model(input_ids=ids, attention_mask=attention_mask, labels=target).logits
+    else:
+        logits = model(input_ids=ids, attention_mask=attention_mask).logits
+    if model_task == "lm":  # logits at t - 1 predict the token at t
+        logits, target = logits[:, :-1], target[:, 1:]
+        offset = 1
+    else:
+        offset = 0
+    keep = target.ne(-100)
+    chosen = logits[keep].float()  # (scored tokens, vocab): padding and unscored positions never enter
+    normaliser = torch.logsumexp(chosen, dim=-1)
+    tokens = target[keep]
+    logprobs = chosen.gather(1, tokens[:, None])[:, 0] - normaliser
+    best, predicted = chosen.max(dim=-1)
+    counts = keep.sum(dim=1).tolist()
+    rows_at, cols_at = keep.nonzero(as_tuple=True)
+    arrays = [t.cpu().numpy() for t in (cols_at + offset, tokens, logprobs, predicted, best - normaliser)]
+    out, start = [], 0
+    for count in counts:
+        out.append(ScoredSequence(*(a[start : start + count] for a in arrays)))
+        start += count
+    return out
+
+
+def batches_by_length(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    """Row indices in batches of `batch_size`, longest rows first (little padding); every row once."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+def score_rows(model: Any, model_task: str, rows: Sequence[dict[str, Any]], batch_size: int, pad_token_id: int,
+               progress: Any = None) -> list[ScoredSequence]:
+    """`score_batch` over `rows` ({"input_ids", "labels"}), batched by length; results in the rows' order."""
+    results: list[ScoredSequence | None] = [None] * len(rows)
+    key = "labels" if model_task == "seq2seq" else "input_ids"
+    for batch in batches_by_length([len(row["input_ids"]) + len(row[key]) for row in rows], batch_size):
+        scored = score_batch(model, model_task, [rows[i]["input_ids"] for i in batch], [rows[i]["labels"] for i in batch], pad_token_id)
+        for i, sequence in zip(batch, scored):
+            results[i] = sequence
+        if progress is not None:
+            progress.update(len(batch))
+    return results  # type: ignore[return-value]
+
+
+# --- Words -----------------------------------------------------------------------------------------
+
+_WORD = re.compile(r"\S+")
+
+
+def text_word_ids(text: str, offsets: Sequence[tuple[int, int]]) -> list[int | None]:
+    """For each token (by its character offsets in `text`), the index of the whitespace-separated word it
+    starts in; a token of whitespace only (byte-level BPE's lone "Ġ") belongs to the word after it; None for
+    tokens with no characters (special tokens the tokenizer added)."""
+    starts, ends = [], []
+    for match in _WORD.finditer(text):
+        starts.append(match.start())
+        ends.append(match.end())
+    out: list[int | None] = []
+    for begin, end in offsets:
+        while begin < end and text[begin].isspace():  # byte-level BPE offsets may include the space before a word
+            begin += 1
+        if begin >= end:
+            out.append(None if end == 0 or not starts else min(bisect.bisect_left(starts, end), len(starts) - 1))
+            continue
+        out.append(max(bisect.bisect_right(starts, begin) - 1, 0))
+    return out
+
+
+@dataclass(frozen=True)
+class WordMarks:
+    """How a tokenizer marks words in its pieces, for sequences that have no text (built by masking)."""
+
+    own_word_ids: frozenset[int]  # masks, sentinels and other added tokens: each is a word of its own
+    control_ids: frozenset[int]  # BOS / CLS / SEP / EOS / PAD: not words, unless scored
+    continuation: str | None  # WordPiece's "##": a piece that continues a word; None: pieces that start one carry ▁ / Ġ
+
+    @classmethod
+    def of(cls, tokenizer: Any) -> "WordMarks":
+        added = set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+        control = {tokenizer.convert_tokens_to_ids(t) for t in (tokenizer.bos_token, tokenizer.cls_token, tokenizer.sep_token,
+                                                                   tokenizer.eos_token, tokenizer.pad_token) if t is not None}
+        model = getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)
+        continuation = getattr(model, "continuing_subword_prefix", None) if type(model).__name__ == "WordPiece" else None
+        return cls(frozenset((added | set(tokenizer.all_special_ids)) - control), frozenset(control), continuation)
+
+
+def word_positions(token_ids: Sequence[int], pieces: Sequence[str], marks: WordMarks, scored: set[int],
+                   text_words: Sequence[int | None] | None = None) -> tuple[list[int | None], list[int], list[bool], list[bool]]:
+    """(word_num, token_num_in_word, token_is_start_of_word, token_is_word) for every position.
+
+    Words are the whitespace-separated words of the text (`text_words`, from `text_word_ids`) when the
+    sequence was tokenized from a text; otherwise the pieces' own marks (SentencePiece's ▁, byte-level
+    BPE's Ġ, WordPiece's ##), which for SentencePiece and byte-level BPE are the same words. A mask or
+    sentinel is a word of its own. Control tokens (BOS, CLS, SEP, EOS) are no word unless scored (T5's
+    final </s>), and then one of their own. Numbers are 0-based; unscored control tokens get None.
+    """
+    n = len(token_ids)
+    starts = [False] * n
+    counted = [True] * n
+    for i, token in enumerate(token_ids):
+        if token in marks.control_ids and i not in scored:
+            counted[i] = False
+            continue
+        previous = next((j for j in range(i - 1, -1, -1) if counted[j]), None)
+        if previous is None or token in marks.own_word_ids or token in marks.control_ids:
+            starts[i] = True
+        elif token_ids[previous] in marks.own_word_ids or token_ids[previous] in marks.control_ids:
+            starts[i] = True
+        elif text_words is not None and text_words[i] is not None:
+            starts[i] = text_words[i] != text_words[previous]
+        elif marks.continuation is not None:
+            starts[i] = not pieces[i].startswith(marks.continuation)
+        else:
+            starts[i] = pieces[i].startswith(("▁", "Ġ"))
+    word_num: list[int | None] = []
+    in_word: list[int] = []
+    word, position = -1, 0
+    for i in range(n):
+        if not counted[i]:
+            word_num.append(None)
+            in_word.append(0)
+            continue
+        if starts[i]:
+            word, position = word + 1, 0
+        else:
+            position += 1
+        word_num.append(word)
+        in_word.append(position)
+    following = [next((j for j in range(i + 1, n) if counted[j]), None) for i in range(n)]
+    is_word = [counted[i] and starts[i] and (following[i] is None or starts[following[i]]) for i in range(n)]
+    return word_num, in_word, [s and c for s, c in zip(starts, counted)], is_word
+
+
+def format_count(count: int) -> str:
+    """A parameter count as the original's `n_params` column writes it: 124439808 -> '124M'."""
+    for size, unit in ((10**12, "T"), (10**9, "B"), (10**6, "M"), (10**3, "K")):
+        if count >= size:
+            return f"{round(count / size)}{unit}"
+    return str(count)
+
+
+def to_bits(logprob: float) -> float:
+    return -logprob / LN2
