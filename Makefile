@@ -18,7 +18,8 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 # Pre-train a tiny T5 (tokenizer trained on the corpus) on the Python standard library's docstrings,
-# then fine-tune it on the offline toy sentiment task and print its accuracy.
+# then fine-tune it on the offline toy sentiment task and print its accuracy, and score the shipped
+# garden-path stimuli per token with the pre-trained model (each word masked in turn).
 demo: install
 	$(RUN) pre_train_t5.py --output_dir $(DEMO_DIR)/pretrain --overwrite_output_dir \
 	  --train_tokenizer_vocab_size 1000 --d_model 128 --d_ff 256 --d_kv 32 --num_layers 2 --num_heads 4 \
@@ -29,6 +30,9 @@ demo: install
 	  --output_dir $(DEMO_DIR)/finetune --overwrite_output_dir --max_steps 300 --per_device_train_batch_size 32 \
 	  --logging_steps 50 --eval_strategy steps --eval_steps 100 --save_strategy no \
 	  --per_device_eval_batch_size 64 --do_predict --disable_tqdm True
+	rm -rf $(DEMO_DIR)/surprisal
+	$(RUN) finetune_lm.py --model_name_or_path $(DEMO_DIR)/pretrain --test_file mount/data/stimuli.txt \
+	  --data_preprocessing_fn.test expand_with_masks --output_dir $(DEMO_DIR)/surprisal --test_output_file_prefix demo
 
 # DeepSpeed is optional for users; the tests run ZeRO-2 on the CPU, so `make test` installs it too.
 $(VENV)/.installed-deepspeed: requirements-deepspeed.txt $(VENV)/.installed

@@ -44,11 +44,12 @@ def stop_with_launcher() -> None:
     to outlive their shell. Linux only; elsewhere nothing happens."""
     if not sys.platform.startswith("linux") or not ("LOCAL_RANK" in os.environ or "ACCELERATE_USE_CPU" in os.environ):
         return
+    launcher = os.getppid()
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGUSR1, 0, 0, 0)
     except (OSError, AttributeError):
         return
-    if os.getppid() == 1:  # the launcher died before we asked
+    if launcher == 1 or os.getppid() != launcher:  # the launcher died before we asked (init or a subreaper took us)
         _request_preemption(signal.SIGUSR1, None)
 
 

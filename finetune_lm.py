@@ -179,12 +179,12 @@ def check_inputs(model_args: LMModelArguments, data_args: LMDataArguments, run: 
     model_task = model_args.model_task or local_model_task(model_args.model_name_or_path)
     preprocessing = preprocessing_settings(data_args.data_preprocessing_fn, data_args.data_preprocessing_fn_kwargs,
                                            data_args.data_preprocessing_fn_strategy, model_task)
-    if not data_args.train_file and not data_args.test_file:
-        raise UserError("nothing to do: give --train_file (with --validation_file) to fine-tune, and/or --test_file to score "
-                        "(a test-only run needs --test_file)")
     if data_args.validation_file and not data_args.train_file:
         raise UserError("--validation_file without --train_file: validation picks the best model of a training run; give "
                         "--train_file, or score the file with --test_file")
+    if not data_args.train_file and not data_args.test_file:
+        raise UserError("nothing to do: give --train_file (with --validation_file) to fine-tune, and/or --test_file to score "
+                        "(a test-only run needs --test_file)")
     limits = {"train": data_args.max_train_samples, "validation": data_args.max_validation_samples, "test": data_args.max_test_samples}
     files = {"train": [data_args.train_file], "validation": [data_args.validation_file], "test": data_args.test_file or []}
     datasets = {split: [read_text_dataset(path, f"--{split}_file").head(limits[split]) for path in paths if path]
@@ -413,40 +413,51 @@ def score_test_file(model: Any, tokenizer: Any, info: Any, context: ResultContex
     stops between chunks (exit 75: rerun the same command to continue)."""
     from records import read_records
 
+    from tqdm.auto import tqdm
+
     rows = preprocess_all(examples, setting, info, training_args.seed, training_args.per_device_test_batch_size)
     chunks = range(0, len(rows), TEST_CHUNK_ROWS)
     tokens: list[dict] = []
     words: list[dict] = []
+    progress = tqdm(total=len(rows), desc=f"scoring {dataset.name}", unit="row", disable=training_args.disable_tqdm)
     for number, start in enumerate(chunks):
         token_file = os.path.join(chunk_dir, f"{number:05d}.tokens.jsonl.gz")
         word_file = os.path.join(chunk_dir, f"{number:05d}.words.jsonl.gz")
         if os.path.isfile(token_file) and os.path.isfile(word_file):
             tokens += read_records(token_file)
             words += read_records(word_file)
+            progress.update(min(TEST_CHUNK_ROWS, len(rows) - start))
             continue
         if preemption_requested():
             logger.warning("preempted while scoring %s: %d of %d chunks done and kept in %s; rerun the same command to continue",
                            dataset.path, number, len(chunks), chunk_dir)
             raise SystemExit(PREEMPTED_EXIT_CODE)
         chunk_tokens, chunk_words = result_rows(model, tokenizer, info, context, dataset, examples, rows[start : start + TEST_CHUNK_ROWS],
-                                                training_args.per_device_test_batch_size, "test")
+                                                training_args.per_device_test_batch_size, "test", training_args.bf16, progress)
         write_records(word_file, chunk_words)
         write_records(token_file, chunk_tokens)  # last: its presence marks the chunk done
         tokens += chunk_tokens
         words += chunk_words
-        logger.info("%s: scored %d of %d rows", dataset.name, min(start + TEST_CHUNK_ROWS, len(rows)), len(rows))
+    progress.close()
+    logger.info("%s: scored %d rows, %d tokens", dataset.name, len(rows), len(tokens))
     return tokens, words
 
 
 def result_rows(model: Any, tokenizer: Any, info: Any, context: ResultContext, dataset: TextDataset, examples: list[dict[str, Any]],
-                rows: list[dict[str, Any]], batch_size: int, dataset_type: str) -> tuple[list[dict], list[dict]]:
-    """The original's per-token rows (and our per-word rows) for model rows scored by `surprisal.score_rows`."""
+                rows: list[dict[str, Any]], batch_size: int, dataset_type: str, bf16: bool = False,
+                progress: Any = None) -> tuple[list[dict], list[dict]]:
+    """The original's per-token rows (and our per-word rows) for model rows scored by `surprisal.score_rows`
+    (under bf16 autocast with --bf16; the log-softmax stays float32)."""
+    import torch
+
     from surprisal import WordMarks, score_rows, to_bits, word_positions
 
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device.type
     try:
-        scored = score_rows(model, info.model_task, rows, batch_size, pad_id(tokenizer))
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bool(bf16)):
+            scored = score_rows(model, info.model_task, rows, batch_size, pad_id(tokenizer), progress)
     finally:
         model.train(was_training)
     marks = WordMarks.of(tokenizer)

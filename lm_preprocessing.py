@@ -468,6 +468,9 @@ def check_preprocessing(
         if default is REQUIRED and key not in kwargs:
             raise UserError(f"{where}: {name} needs the kwarg {key}")
     filled = {**spec.defaults, **kwargs}
+    for key in ("word_tokens_to_mask", "words_to_mask"):
+        if isinstance(filled.get(key), str):  # one word given alone (`--...words_to_mask cat`): a list of one
+            filled[key] = [filled[key]]
     for key, value in filled.items():
         _KWARG_CHECKS[key](value, where)
     if filled.get("replacement_props") is not None:

@@ -9,11 +9,13 @@ import re
 import tempfile
 from typing import Any, Iterable, Iterator
 
+from corpus import split_at_spaces
 from errors import UserError
 
 logger = logging.getLogger(__name__)
 
 NUM_SENTINELS = 100  # T5's <extra_id_0> ... <extra_id_99>
+SENTENCEPIECE_MAX_BYTES = 4192  # SentencePiece's trainer skips longer input lines (its max_sentence_length)
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, seed: int = 0, max_sentences: int = 2_000_000) -> Any:
@@ -39,6 +41,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, seed: int = 0, max_se
             unk_id=2,
             bos_id=-1,
             input_sentence_size=max_sentences,
+            max_sentence_length=SENTENCEPIECE_MAX_BYTES,
             shuffle_input_sentence=True,
             seed_sentencepiece_size=1_000_000,
             hard_vocab_limit=False,  # small corpora may not support the full vocabulary
@@ -52,9 +55,15 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, seed: int = 0, max_se
 
 
 def _nonempty_lines(texts: Iterable[str]) -> Iterator[str]:
+    """The non-blank lines of `texts`; a line too long for SentencePiece (which would skip it: a single-line
+    corpus left it nothing to train on) in pieces cut before spaces, each short enough in any script."""
     for text in texts:
         for line in text.splitlines():
-            if line.strip():
+            if not line.strip():
+                continue
+            if len(line) > SENTENCEPIECE_MAX_BYTES // 4 and len(line.encode("utf-8")) > SENTENCEPIECE_MAX_BYTES:
+                yield from (piece for piece in split_at_spaces(line, SENTENCEPIECE_MAX_BYTES // 4) if piece.strip())
+            else:
                 yield line
 
 

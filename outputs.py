@@ -222,16 +222,54 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
     except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        if isinstance(err, OSError) and err.errno in NO_SPACE:
             raise disk_full(directory, os.path.basename(path)) from None
         raise
 
 
-def disk_full(directory: str, what: str) -> UserError:
-    """The one-line error for `OSError 28` (no space left on device), with the free space left."""
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # no space left on device, disk quota exceeded
+RESUME_AFTER_DISK_FULL = "free space, then rerun with --resume_from_checkpoint auto (the checkpoints saved before are intact)"
+
+
+def disk_full(directory: str, what: str,
+              advice: str = "free space or choose another output dir (files written before are intact)") -> UserError:
+    """The one-line error for `OSError 28` (no space left on device) or 122 (quota), with the free space left."""
     free = shutil.disk_usage(directory).free if os.path.isdir(directory) else 0
-    return UserError(f"{directory}: disk full while writing {what} ({free / 2**20:.1f} MiB free); free space or choose "
-                     "another output dir (files written before are intact)")
+    return UserError(f"{directory}: disk full while writing {what} ({free / 2**20:.1f} MiB free); {advice}")
+
+
+def no_space_left(err: BaseException, directory: str) -> bool:
+    """Whether `err`, raised while writing into `directory`, comes from a full disk (or quota).
+
+    Libraries report it in their own ways: Python's writes raise `OSError` 28, safetensors a
+    `SafetensorError` whose message ends "No space left on device (os error 28)", and `torch.save` a
+    `RuntimeError` that does not say why ("[enforce fail at inline_container.cc:672] . unexpected pos 576
+    vs 534"). So: the error number or its message anywhere in the exception chain, else a probe write of
+    1 MiB into `directory` that fails for lack of space.
+    """
+    seen: BaseException | None = err
+    for _ in range(8):  # the chain (__cause__ / __context__), as far as it is likely to go
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.errno in NO_SPACE:
+            return True
+        if any(os.strerror(code) in str(seen) for code in NO_SPACE):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    try:
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".tmp-space-probe-")
+    except OSError as probe_err:
+        return probe_err.errno in NO_SPACE
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(bytes(1 << 20))
+            f.flush()
+            os.fsync(f.fileno())
+        return False
+    except OSError as probe_err:
+        return probe_err.errno in NO_SPACE
+    finally:
+        os.unlink(probe)
 
 
 class RunOutputs:

@@ -246,7 +246,9 @@ def read_text(path: str | os.PathLike) -> str:
     try:
         return data.decode("utf-8").removeprefix("\ufeff")  # offsets in errors stay those of the file
     except UnicodeDecodeError as err:
-        raise UserError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); re-encode it as UTF-8") from None
+        line = data.count(b"\n", 0, err.start) + 1
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}, line {line}); "
+                        "re-encode it as UTF-8") from None
 
 
 def _parse_json(text: str, path: str) -> Any:

@@ -13,7 +13,7 @@ import torch
 
 from errors import UserError, preemption_requested
 from losses import NonFiniteLoss
-from outputs import PREEMPTED_EXIT_CODE, PREEMPTED_MARKER, write_text_atomic
+from outputs import PREEMPTED_EXIT_CODE, PREEMPTED_MARKER, RESUME_AFTER_DISK_FULL, disk_full, no_space_left, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,8 @@ def run_training(trainer: Any, model_dir: str | None = None) -> dict[str, float]
       checkpoint's (HF #28867).
     - On SIGTERM / SIGUSR1 it saves a checkpoint, writes the PREEMPTED marker and exits with 75.
     - On a NaN / inf loss it stops with a one-line error naming the step; checkpoints stay.
+    - Out of disk space while saving (a checkpoint or the final model): one line naming the dir and the
+      free space; the checkpoints saved before stay.
     """
     args = trainer.args
     resume = args.resume_from_checkpoint
@@ -115,8 +117,13 @@ def run_training(trainer: Any, model_dir: str | None = None) -> dict[str, float]
     marker = os.path.join(args.output_dir, PREEMPTED_MARKER)
     if trainer.is_world_process_zero() and os.path.exists(marker):
         os.remove(marker)  # this run finished what the preempted one started
-    trainer.save_model(model_dir or args.output_dir)
-    trainer.save_state()
+    try:
+        trainer.save_model(model_dir or args.output_dir)
+        trainer.save_state()
+    except Exception as err:
+        if not no_space_left(err, args.output_dir):
+            raise
+        raise disk_full(model_dir or args.output_dir, "the trained model", RESUME_AFTER_DISK_FULL) from None
     return metrics
 
 

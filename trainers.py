@@ -31,6 +31,7 @@ import torch
 from transformers import Seq2SeqTrainer
 
 from losses import LossTerm, NonFiniteLoss, causal_cross_entropy, token_weighted_cross_entropy
+from outputs import RESUME_AFTER_DISK_FULL, disk_full, no_space_left
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +122,9 @@ class ToolkitTrainer(Seq2SeqTrainer):
         names = [term.name for term in self.loss_terms]
         if len(set(names)) != len(names) or "loss" in names:
             raise ValueError(f"loss terms need distinct names other than 'loss': {names}")
+        for term in self.loss_terms:
+            if hasattr(term, "bind"):  # a term that reads the step, the accumulation or the device (losses.KLBaselineLoss)
+                term.bind(self)
         self._term_totals: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
         self._eval_batches = 0
         self._terms_logged_at = 0  # global step of the last train log that carried the terms
@@ -163,9 +167,10 @@ class ToolkitTrainer(Seq2SeqTrainer):
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         """The parent's save, made atomic: it writes into `.tmp-checkpoint-N/checkpoint-N`, which is renamed
-        to `checkpoint-N` once every process has written its part. A save killed mid-way (kill -9, a full
-        disk) leaves only the hidden dir, which the next save removes; `--resume_from_checkpoint auto` never
-        sees it, nor does rotation (`save_total_limit`), which runs here after the rename.
+        to `checkpoint-N` once every process has written its part. A save killed mid-way (kill -9) leaves
+        only the hidden dir, which the next save removes; `--resume_from_checkpoint auto` never
+        sees it, nor does rotation (`save_total_limit`), which runs here after the rename. A save that runs out
+        of disk space removes its hidden dir and ends the run with one line (`outputs.disk_full`).
 
         The staging dir is named from the step alone so that every process agrees on it without talking.
         """
@@ -184,6 +189,12 @@ class ToolkitTrainer(Seq2SeqTrainer):
         self._staging_dir = staging
         try:
             super()._save_checkpoint(model, trial)
+        except Exception as err:
+            if not no_space_left(err, run_dir):
+                raise
+            if self.args.should_save:
+                shutil.rmtree(staging, ignore_errors=True)  # the half-written save, and its space
+            raise disk_full(run_dir, name, RESUME_AFTER_DISK_FULL) from None
         finally:
             self._staging_dir = None
         # The parent points best_model_checkpoint at the staging copy when this step is the best.

@@ -1,7 +1,7 @@
 """One optimizer step of a tiny T5 with a toy loss term (L2 distance to reference weights), as a job that
 tests/test_trainers.py runs in-process, in one process, or in two under torchrun.
 
-    python tests/term_job.py OUT BATCH ACCUMULATION [--no_term] [--deepspeed CONFIG]
+    python tests/term_job.py OUT BATCH ACCUMULATION [--no_term | --kl] [--deepspeed CONFIG]
 
 Rank 0 writes OUT/result.json: the first train log, the eval metrics, the term's value by hand before
 and after the step, and every parameter's gradient at the step.
@@ -62,7 +62,17 @@ def collate(batch: list[dict]) -> dict[str, torch.Tensor]:
     return {"input_ids": torch.tensor([r["input_ids"] for r in batch]), "labels": labels, "decoder_input_ids": decoder_input_ids}
 
 
-def run(out: str, batch_size: int, accumulation: int, with_term: bool = True, deepspeed: str | None = None) -> dict[str, Any]:
+def kl_term(seed: int = 0) -> Any:
+    """losses.KLBaselineLoss against a different tiny T5 (seed 1, so that the KL and its gradient are not zero),
+    over two KL datasets of the job's rows (4 and 3 examples a step, scaleby 2.5 and 1)."""
+    from losses import KLBaselineLoss
+
+    return KLBaselineLoss(tiny_t5(seed=1), [rows(8), rows(6)[::-1]], scaleby=[2.5, 1.0], examples_per_step=[4, 3],
+                          collate=collate, seed=seed, batch_size=2)
+
+
+def run(out: str, batch_size: int, accumulation: int, with_term: bool = True, deepspeed: str | None = None,
+        kl: bool = False) -> dict[str, Any]:
     from transformers import TrainerCallback
 
     from trainer_arguments import ToolkitTrainingArguments
@@ -77,6 +87,7 @@ def run(out: str, batch_size: int, accumulation: int, with_term: bool = True, de
 
     model = tiny_t5(seed=0)
     term = L2ToReference(model)
+    terms = [kl_term()] if kl else [term] if with_term else []
     args = ToolkitTrainingArguments(
         output_dir=out, per_device_train_batch_size=batch_size, per_device_eval_batch_size=4,
         gradient_accumulation_steps=accumulation, max_steps=1, learning_rate=1e-2, logging_steps=1, report_to="none",
@@ -84,7 +95,7 @@ def run(out: str, batch_size: int, accumulation: int, with_term: bool = True, de
     )
     before = term.by_hand(model)
     trainer = ToolkitTrainer(model=model, args=args, train_dataset=rows(), eval_dataset=rows(), data_collator=collate,
-                             loss_terms=[term] if with_term else [], callbacks=[Capture()])
+                             loss_terms=terms, callbacks=[Capture()])
     trainer.train()
     metrics = trainer.evaluate()
     result = {
@@ -107,4 +118,4 @@ if __name__ == "__main__":
     out, batch, accumulation = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     os.makedirs(out, exist_ok=True)
     config = sys.argv[sys.argv.index("--deepspeed") + 1] if "--deepspeed" in sys.argv else None
-    run(out, batch, accumulation, with_term="--no_term" not in sys.argv, deepspeed=config)
+    run(out, batch, accumulation, with_term="--no_term" not in sys.argv, deepspeed=config, kl="--kl" in sys.argv)

@@ -213,7 +213,7 @@ class GlueLayoutTest(parameterized.TestCase):
         parquet = os.path.join(self.tmp, "bad.parquet")
         with open(parquet, "w") as f:
             f.write("not parquet")
-        for path, pattern in ((latin1, r"latin1\.tsv: not UTF-8 text \(byte 0xe9 at offset 18\)"), (parquet, r"bad\.parquet: not a readable parquet file")):
+        for path, pattern in ((latin1, r"latin1\.tsv: not UTF-8 text \(byte 0xe9 at offset 18, line 2\)"), (parquet, r"bad\.parquet: not a readable parquet file")):
             with self.assertRaisesRegex(UserError, pattern):
                 fine_tune_t5.main(["--dataset_name", "sst2", "--model_name_or_path", self.model, "--train_file", path,
                                    "--validation_file", path, "--output_dir", os.path.join(self.tmp, "unreadable")] + QUIET)

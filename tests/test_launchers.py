@@ -429,11 +429,13 @@ STAND_INS = {
     "python": '#!/bin/bash\ncat > /dev/null\nn=$(cat "$FAKE_DIR/state_checks" 2>/dev/null || echo 0)\n'
               'echo $((n + 1)) > "$FAKE_DIR/state_checks"\n[ "$n" -lt "${FAKE_SWEEP_RUNS:-99}" ]\n',
     # accelerate launch, like torchrun: starts the training process (the script's arguments, after the
-    # .py) and installs no SIGUSR1 handler.
+    # .py) with LOCAL_RANK set and installs no signal handler (SIGTERM ends it at once).
     "accelerate": "#!{python}\nimport json, os, subprocess, sys\n"
                   "args = sys.argv[2:]\nscript = next(i for i, a in enumerate(args) if a.endswith('.py'))\n"
                   "json.dump(args, open(os.path.join(os.environ['FAKE_DIR'], 'launcher.json'), 'w'))\n"
-                  "rc = subprocess.call([sys.executable, os.path.join(os.environ['FAKE_DIR'], 'train.py'), *args[script + 1:]])\n"
+                  "open(os.path.join(os.environ['FAKE_DIR'], 'launcher.pid'), 'w').write(str(os.getpid()))\n"
+                  "rc = subprocess.call([sys.executable, os.path.join(os.environ['FAKE_DIR'], 'train.py'), *args[script + 1:]],\n"
+                  "                     env={**os.environ, 'LOCAL_RANK': '0'})\n"
                   "open(os.path.join(os.environ['FAKE_DIR'], 'launcher_exit'), 'w').write(str(rc))\nsys.exit(rc)\n",
     # wandb agent --count 1: one run of the sweep's command, whatever its exit status.
     "wandb": "#!{python}\nimport os, subprocess, sys\n"
@@ -441,23 +443,42 @@ STAND_INS = {
              "subprocess.call(['accelerate', 'launch', 'fine_tune_t5.py', '--learning_rate=0.001'])\n",
 }
 
-# The training process: checkpoint-and-stop on SIGUSR1 (PREEMPTED marker, exit 75), as the scripts do.
-TRAIN = """import json, os, signal, sys, time
+# The training process: the scripts' own signal handling (errors.run_main: a flag on SIGTERM / SIGUSR1, and
+# SIGUSR1 from the kernel when the launcher dies); once the flag is set, a checkpoint save of
+# FAKE_SAVE_SECONDS, then the PREEMPTED marker and exit 75, as the scripts do.
+TRAIN = """import json, os, sys, time
+sys.path.insert(0, os.environ["FAKE_REPO"])
+from errors import preemption_requested, run_main
+
 fake, out = os.environ["FAKE_DIR"], os.environ["FAKE_OUTPUT_DIR"]
-def stop(signum, frame):
+
+
+def main(argv):
+    runs = sorted(f for f in os.listdir(fake) if f.startswith("run-"))
+    json.dump({"argv": sys.argv[1:], "WANDB_RUN_ID": os.environ.get("WANDB_RUN_ID"),
+               "WANDB_RESUME": os.environ.get("WANDB_RESUME")}, open(os.path.join(fake, f"run-{len(runs)}.json"), "w"))
+    if os.environ.get("FAKE_MODE") == "finish":
+        return
+    open(os.path.join(fake, "started"), "w").close()
+    deadline = time.monotonic() + 30
+    while not preemption_requested():
+        if time.monotonic() > deadline:
+            sys.exit(1)
+        time.sleep(0.02)
+    time.sleep(float(os.environ.get("FAKE_SAVE_SECONDS", "0.2")))  # a save outlasts the signal's second copy
     os.makedirs(out, exist_ok=True)
     open(os.path.join(out, "PREEMPTED"), "w").close()
     sys.exit(75)
-signal.signal(signal.SIGUSR1, stop)
-runs = sorted(f for f in os.listdir(fake) if f.startswith("run-"))
-json.dump({"argv": sys.argv[1:], "WANDB_RUN_ID": os.environ.get("WANDB_RUN_ID"),
-           "WANDB_RESUME": os.environ.get("WANDB_RESUME")}, open(os.path.join(fake, f"run-{len(runs)}.json"), "w"))
-if os.environ.get("FAKE_MODE") == "finish":
-    sys.exit(0)
-open(os.path.join(fake, "started"), "w").close()
-time.sleep(30)
-sys.exit(1)
+
+
+run_main(main)
 """
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process below it."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [pid] + [p for child in children for p in process_tree(int(child))]
 
 
 class SlurmTemplateTest(parameterized.TestCase):
@@ -540,7 +561,7 @@ class SlurmTemplateTest(parameterized.TestCase):
         with open(job, "w") as f:
             f.write(self.render(name, **values))
         full_env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ["PATH"], "FAKE_DIR": fake,
-                    "FAKE_OUTPUT_DIR": out_dir, "SLURM_JOB_ID": "4242", "SLURM_NNODES": "1", "SLURM_NODEID": "0",
+                    "FAKE_OUTPUT_DIR": out_dir, "FAKE_REPO": ROOT, "SLURM_JOB_ID": "4242", "SLURM_NNODES": "1", "SLURM_NODEID": "0",
                     "SLURM_JOB_NODELIST": "node-[a-b]", "SLURM_CPUS_PER_TASK": "2", **env}
         for key in ("SLURM_RESTART_COUNT", "WANDB_RUN_ID", "WANDB_RESUME", "SLURM_CLUSTER_NAME"):
             if key not in env:
@@ -551,12 +572,15 @@ class SlurmTemplateTest(parameterized.TestCase):
         self.addCleanup(lambda: proc.poll() is None and proc.kill())
         return proc, fake, out_dir
 
-    def signal_once_started(self, proc: subprocess.Popen, fake: str) -> None:
+    def wait_for_training(self, proc: subprocess.Popen, fake: str) -> None:
         deadline = time.monotonic() + 20
         while not os.path.exists(os.path.join(fake, "started")):
             self.assertIsNone(proc.poll(), "the job ended before training started")
             self.assertLess(time.monotonic(), deadline, "training never started")
             time.sleep(0.05)
+
+    def signal_once_started(self, proc: subprocess.Popen, fake: str) -> None:
+        self.wait_for_training(proc, fake)
         os.kill(proc.pid, signal.SIGUSR1)  # what `#SBATCH --signal=B:USR1@300` sends
 
     def calls(self, fake: str) -> str:
@@ -575,6 +599,23 @@ class SlurmTemplateTest(parameterized.TestCase):
         with open(os.path.join(fake, "launcher_exit")) as f:
             self.assertEqual(f.read(), "75", "the launcher outlives SIGUSR1 and reports the training process's exit")
         self.assertIn("scancel --signal=USR1 4242", self.calls(fake))
+        self.assertIn("scontrol requeue 4242", self.calls(fake))
+
+    @parameterized.named_parameters(("launcher_killed", "single_node", "launcher"), ("step_terminated", "single_node", "step"),
+                                    ("launcher_killed_multi_node", "multi_node", "launcher"))
+    def test_training_outlives_its_launcher_until_saved_and_requeues(self, name: str, kill: str) -> None:
+        """SIGTERM to the launcher alone (it dies at once), or to every process of the job step (as Slurm
+        sends at a cancel or a preemption): the training process gets the signal (from the kernel when
+        its launcher dies), and the step lasts until its save is done: Slurm kills what is left of a step
+        whose task has exited. Then the job requeues."""
+        proc, fake, out_dir = self.start_job(name, {"FAKE_SAVE_SECONDS": "1"})
+        self.wait_for_training(proc, fake)
+        with open(os.path.join(fake, "launcher.pid" if kill == "launcher" else "task.pid")) as f:
+            target = int(f.read())
+        for pid in [target] if kill == "launcher" else process_tree(target):
+            os.kill(pid, signal.SIGTERM)
+        self.assertEqual(proc.wait(timeout=30), 0, self.log(proc))
+        self.assertTrue(os.path.exists(os.path.join(out_dir, "PREEMPTED")), "the step ended before the save was done")
         self.assertIn("scontrol requeue 4242", self.calls(fake))
 
     def test_requeued_job_resumes_under_the_same_wandb_run(self) -> None:

@@ -123,6 +123,10 @@ class CheckPreprocessingTest(parameterized.TestCase):
                  "mask_truerandom_spans", "expand_with_masks", "mask_word_tokens", "mask_words"}
         self.assertEqual(set(FUNCTIONS), names)
 
+    def test_one_word_alone_is_a_list_of_one(self):
+        # `--data_preprocessing_fn_kwargs.train.words_to_mask cat` gives a string, not a list.
+        self.assertEqual(check_preprocessing("mask_words", {"words_to_mask": "cat"}, "once", "mlm", "w")["words_to_mask"], ["cat"])
+
     @parameterized.named_parameters(
         ("unknown_function", "mask_all", {}, "once", "mlm",
          "unknown preprocessing function 'mask_all'; valid: identity, remove_non_mask_tokens_from_labels, "
@@ -180,8 +184,6 @@ class CheckPreprocessingTest(parameterized.TestCase):
          "{'mask': 1.0, 'random': 0.0, 'original': 0.0}"),
         ("words_empty", "mask_words", {"words_to_mask": []}, "once", "mlm",
          "words_to_mask must be a non-empty list of non-empty strings, got []"),
-        ("words_string", "mask_words", {"words_to_mask": "cat"}, "once", "mlm",
-         "words_to_mask must be a non-empty list of non-empty strings, got 'cat'"),
         ("words_empty_string", "mask_word_tokens", {"word_tokens_to_mask": ["cat", ""]}, "once", "seq2seq",
          "word_tokens_to_mask must be a non-empty list of non-empty strings, got ['cat', '']"),
         ("words_not_strings", "mask_word_tokens", {"word_tokens_to_mask": [7]}, "once", "seq2seq",
@@ -496,6 +498,15 @@ class RealTokenizerTest(absltest.TestCase):
 
 
 class LMCollatorTest(absltest.TestCase):
+    def test_decoder_inputs_are_the_labels_shifted_right(self):
+        # The Trainer takes the labels out of the batch before an encoder-decoder's forward pass: the collator
+        # gives T5 its decoder inputs (labels behind the start token, padding as pad).
+        collator = LMCollator(pad_token_id=0, decoder_start_token_id=0)
+        batch = collator([{"input_ids": [5, 6, 1], "labels": [9, 7, 1]}, {"input_ids": [5, 1], "labels": [9, 1]}])
+        self.assertEqual(batch["labels"].tolist(), [[9, 7, 1], [9, 1, -100]])
+        self.assertEqual(batch["decoder_input_ids"].tolist(), [[0, 9, 7], [0, 9, 1]])
+        self.assertNotIn("decoder_input_ids", LMCollator(pad_token_id=0)([{"input_ids": [5, 1]}]))
+
     def test_pads_and_drops_other_keys(self):
         features = [
             {"input_ids": [5, 6, 7], "labels": [8, 9], "text": "a b c", "source": 3},

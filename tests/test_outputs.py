@@ -100,7 +100,7 @@ class ReadTest(absltest.TestCase):
         latin1 = os.path.join(tmp, "l.jsonl")
         with open(latin1, "wb") as f:
             f.write('{"text": "caf\xe9"}\n'.encode("latin-1"))
-        with self.assertRaisesRegex(UserError, r"l\.jsonl: not UTF-8 text \(byte 0xe9 at offset 13\); re-encode it as UTF-8$"):
+        with self.assertRaisesRegex(UserError, r"l\.jsonl: not UTF-8 text \(byte 0xe9 at offset 13, line 1\); re-encode it as UTF-8$"):
             read_records(latin1)
         broken = os.path.join(tmp, "b.jsonl.gz")
         with open(broken, "wb") as f:

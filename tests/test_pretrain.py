@@ -227,7 +227,7 @@ class BadInputTest(parameterized.TestCase):
             "below_file": (["--train_file", self.good], r"is a file, not a directory"),
             "unknown_flag": (["--train_file", self.good, "--no_such_flag", "1"], r"^unknown flag --no_such_flag$"),
             "density": (["--train_file", self.good, "--noise_density", "1.5"], r"--noise_density 1.5: must lie strictly between 0 and 1"),
-            "config_not_utf8": (["--train_file", self.good, "--config", self.latin1], r"latin1\.txt: not UTF-8 text \(byte 0xe9 at offset 3\)"),
+            "config_not_utf8": (["--train_file", self.good, "--config", self.latin1], r"latin1\.txt: not UTF-8 text \(byte 0xe9 at offset 3, line 1\)"),
             "resume_missing": (["--train_file", self.good, "--resume_from_checkpoint", os.path.join(t, "no-ckpt")], r"--resume_from_checkpoint .*no-ckpt: no such checkpoint directory"),
             "model_dir_empty": (["--train_file", self.good, "--model_name_or_path", t], r"--model_name_or_path '\S+': the directory holds no config\.json; give a saved model's directory or a Hub name"),
         }
@@ -442,6 +442,64 @@ class TokenizerTest(absltest.TestCase):
         self.assertEqual(tokenizer.decode(tokenizer(text).input_ids, skip_special_tokens=True), text)
         again = train_tokenizer(generated_corpus(300), vocab_size=120, seed=0)
         self.assertEqual(again(text).input_ids, tokenizer(text).input_ids)  # deterministic: every rank trains the same
+
+
+class LongDocumentTest(absltest.TestCase):
+    """A corpus that is one long line (a text dump without newlines): tokenized in pieces cut before spaces,
+    with the tokens of the whole line and one </s> at its end, in bounded memory; before, one call on the
+    whole line (a 50 MB line: 7.4 GB, 3 min with the progress bar at 0/1). SentencePiece skips lines over
+    4192 bytes, so the tokenizer trained on such a corpus had nothing to learn from (a traceback)."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.tmp = tempfile.mkdtemp()
+        cls.lines = generated_corpus(28_000)
+        cls.text = " ".join(cls.lines)  # about 2.5 MB
+
+    def test_split_at_spaces(self) -> None:
+        from corpus import split_at_spaces
+
+        self.assertEqual(split_at_spaces("ab cd  ef gh", 6), ["ab cd", "  ef", " gh"])  # a run of spaces opens a piece
+        self.assertEqual(split_at_spaces("abcdefgh ij", 4), ["abcd", "efgh", " ij"])  # no space in reach: cut at the limit
+        pieces = split_at_spaces(self.text, 10_000)
+        self.assertEqual("".join(pieces), self.text)
+        self.assertTrue(all(len(p) <= 10_000 for p in pieces))
+        self.assertTrue(all(p.startswith(" ") and not p[1].isspace() for p in pieces[1:]))
+
+    def test_one_line_is_packed_in_pieces_as_the_whole_line(self) -> None:
+        import contextlib
+
+        from corpus import DOCUMENT_PIECE_CHARS, CorpusFiles, load_raw_corpus, tokenize_and_pack
+
+        tokenizer = tiny_tokenizer()
+        seen: list[int] = []
+
+        class Spy:  # what the tokenizer is given
+            eos_token_id = tokenizer.eos_token_id
+
+            def __call__(self, texts: list[str], **kwargs: object) -> dict:
+                seen.extend(len(t) for t in texts)
+                return tokenizer(texts, **kwargs)
+
+        path = write_lines(os.path.join(self.tmp, "one_line.txt"), [self.text])
+        raw = load_raw_corpus(CorpusFiles(path), None, None, "text", False, cache_dir=os.path.join(self.tmp, "cache"))
+        rows = tokenize_and_pack(raw, Spy(), 39, "text", None, lambda desc="": contextlib.nullcontext())["train"]
+        self.assertLessEqual(max(seen), DOCUMENT_PIECE_CHARS)
+        self.assertGreater(len(seen), len(self.text) // DOCUMENT_PIECE_CHARS)
+        # The same words tokenized line by line, joined, one </s> at the end: T5's tokenizer never joins
+        # words across a space, so this is what one call on the whole line gives.
+        ids = [i for line in tokenizer(self.lines, add_special_tokens=False)["input_ids"] for i in line] + [tokenizer.eos_token_id]
+        expected = np.array(ids[: len(ids) // 39 * 39]).reshape(-1, 39)
+        np.testing.assert_array_equal(rows[:]["input_ids"], expected)
+
+    def test_pre_trains_on_a_single_line_corpus(self) -> None:
+        from transformers import AutoTokenizer
+
+        path = write_lines(os.path.join(self.tmp, "short_line.txt"), [self.text[:60_000]])
+        out = os.path.join(self.tmp, "run")
+        results = pre_train_t5.main(["--output_dir", out, "--train_file", path, "--max_steps", "2"] + TINY)
+        self.assertTrue(math.isfinite(results["eval_loss"]))
+        self.assertGreater(len(AutoTokenizer.from_pretrained(out)), 150)  # pieces learned from the line
 
 
 if __name__ == "__main__":

@@ -127,14 +127,31 @@ class CheckpointSafetyTest(absltest.TestCase):
         with open(os.path.join(out, "trainer_state.json")) as f:
             self.assertEqual(json.load(f)["global_step"], 12)
 
-    def test_save_killed_midway_leaves_no_checkpoint_and_resume_finishes(self) -> None:
+    def test_a_save_out_of_disk_or_killed_leaves_no_checkpoint_and_resume_finishes(self) -> None:
+        """The disk fills up during the save of checkpoint-8: one line, exit 2, no checkpoint-8. The rerun
+        resumes from checkpoint-4 and is killed (-9) during the same save; the next one finishes."""
         tmp = tempfile.mkdtemp()
         corpus = write_corpus(os.path.join(tmp, "corpus.txt"), 300)
         out = os.path.join(tmp, "run")
         args = ["--max_steps", "12", "--save_strategy", "steps", "--save_steps", "4", "--save_total_limit", "2"]
-        killer = [sys.executable, os.path.join(ROOT, "tests", "kill_during_save.py"), "8", *pretrain_command(out, corpus, *args)[2:]]
-        killed = subprocess.run(killer, capture_output=True, text=True, cwd=ROOT, env=run_env(), timeout=300)
+
+        def failing(mode: str, *extra: str) -> subprocess.CompletedProcess:
+            command = [sys.executable, os.path.join(ROOT, "tests", "fail_during_save.py"), mode, "8",
+                       *pretrain_command(out, corpus, *args, *extra)[2:]]
+            return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=run_env(), timeout=300)
+
+        full = failing("disk_full")
+        self.assertEqual(full.returncode, 2, full.stderr[-3000:])
+        self.assertNotIn("Traceback", full.stderr)
+        self.assertEqual([line for line in full.stderr.splitlines() if line.startswith("error: ")], full.stderr.splitlines()[-1:])
+        self.assertRegex(full.stderr.splitlines()[-1], rf"^error: {out}: disk full while writing checkpoint-8 \([\d.]+ MiB free\); "
+                         r"free space, then rerun with --resume_from_checkpoint auto \(the checkpoints saved before are intact\)$")
+        self.assertEqual(checkpoint_entries(out), ["checkpoint-4"])  # the half-written save is gone, hidden dir and all
+        assert_complete(self, os.path.join(out, "checkpoint-4"), 4)
+
+        killed = failing("kill", "--resume_from_checkpoint", "auto")
         self.assertEqual(killed.returncode, -signal.SIGKILL, killed.stderr[-3000:])
+        self.assertRegex(killed.stdout, r"resume_from_checkpoint auto: .*checkpoint-4\n")
         self.assertNotIn("checkpoint-8", os.listdir(out))  # only a hidden temporary dir, if anything
         self.assertEqual([name for name in os.listdir(out) if name.startswith("checkpoint-")], ["checkpoint-4"])
         assert_complete(self, os.path.join(out, "checkpoint-4"), 4)

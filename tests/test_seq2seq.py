@@ -94,6 +94,18 @@ class Seq2SeqRunTest(absltest.TestCase):
         with open(os.path.join(self.run_dir, "all_results.json")) as f:  # the training run's results are untouched
             self.assertIn("train_runtime", json.load(f))
 
+    def test_sampling_shows_a_progress_bar_per_generated_batch(self) -> None:
+        import contextlib
+        import io
+
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            seq2seq.main(["--mount_dir", self.mount, "--model_init_name", "tiny", "--data_name", "small", "--training_run_name",
+                          "progress", "--no_train", "--temperature", "0", "--n_samples", "2", "--eval_batch_size", "1",
+                          "--report_to", "none", "--max_target_length", "4", "--disable_tqdm", "False"])
+        # One step per generated batch (3 prompts, batch size 1): the bar moves while sampling runs.
+        self.assertRegex(stderr.getvalue(), r"sampling 3 prompts x 2: 100%\|.*\| 3/3 \[")
+
     def test_jsonl_files_and_batch_size_aliases(self) -> None:
         train, evals = os.path.join(self.mount, "train.jsonl"), os.path.join(self.mount, "eval.jsonl")
         for path, rows in ((train, TRAIN), (evals, EVAL)):
