@@ -31,6 +31,7 @@ import sys
 import typing
 from typing import Any, Optional, Sequence
 
+from controls import TrainingControls, check_control_values
 from errors import UserError
 
 CONFIG_FLAG = "--config"
@@ -184,9 +185,10 @@ def check_resume_flag(resume_from_checkpoint: Any) -> None:
 
 
 @dataclasses.dataclass
-class EarlyTrainingFlags:
+class EarlyTrainingFlags(TrainingControls):
     """The Trainer flags the scripts check before the heavy imports (same names and defaults as
-    `trainer_arguments.ToolkitTrainingArguments`; `parse_args` checks that both read the same values)."""
+    `trainer_arguments.ToolkitTrainingArguments`, the training controls included; `parse_args` checks that both
+    read the same values)."""
 
     output_dir: Optional[str] = None
     overwrite_output_dir: bool = False
@@ -200,6 +202,7 @@ class EarlyTrainingFlags:
     def __post_init__(self) -> None:
         check_fp16(self.fp16, self.allow_fp16)
         check_resume_flag(self.resume_from_checkpoint)
+        check_control_values(self)
 
 
 def string_to_bool(value: Any) -> bool:

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 # Only light modules here: flags and data are checked before transformers and torch are imported.
 from arguments import light_parse, parse_args
+from controls import add_new_tokens, check_controls
 from errors import UserError, run_main
-from modeling import check_model_source
+from modeling import check_model_source, single_token_id
 from outputs import RunLock, RunOutputs, check_not_model_dir, check_output_dir
 from records import (
     Record,
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         set_seed(training_args.seed)
         model = load_model(model_dir, "--model_pretrain_name")
         fit_embeddings_to_tokenizer(model, tokenizer)
+        add_new_tokens(tokenizer, model, training_args.add_new_tokens)
 
         # Data: (templated) input -> encoder ids; the soft target travels as the label.
         features = {split: encode(rows, tokenizer, data_args.template, data_args.max_source_length, split, labeled=split != "predict")
@@ -151,6 +153,7 @@ def check_inputs(data_args: ClfDataArguments, run: Any) -> tuple[str, str, dict[
     resumed = preempted_run_name(data_args.mount_dir, data_label(data_args), model_dir) if run.resume_from_checkpoint == "auto" else None
     run_dir = run_path(data_args.mount_dir, data_args.training_run_name or resumed or default_run_name(data_label(data_args), model_dir))
     check_output_dir(run_dir, run.overwrite_output_dir, run.no_train or bool(run.resume_from_checkpoint))
+    check_controls(run)
     if not run.no_train:
         check_not_model_dir(run_dir, model_dir, "--training_run_name", "--model_pretrain_name")
     return model_dir, run_dir, load_records(data_args, train=not run.no_train)
@@ -160,16 +163,6 @@ def load_records(data_args: ClfDataArguments, train: bool) -> dict[str, list[Rec
     """Checked records: train and eval (input and soft target), and predict (input) when a file is given."""
     return load_run_records(data_args.mount_dir, data_args.data_name, data_args.train_file, data_args.eval_file,
                             data_args.predict_file, train, SOFT_LABELED, UNLABELED)
-
-
-def single_token_id(tokenizer: Any, word: str, flag: str) -> int:
-    """The id of `word` as the model would write it; a user error unless it is one known token."""
-    ids = tokenizer(word, add_special_tokens=False)["input_ids"]
-    if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
-        pieces = tokenizer.convert_ids_to_tokens(ids)
-        raise UserError(f"{flag} {word!r}: must be a single known token of the model's tokenizer, but it encodes as {pieces}; "
-                        "choose a word the tokenizer keeps whole (T5's yes and no are)")
-    return ids[0]
 
 
 def question(text: str, template: str | None) -> str:
@@ -203,7 +196,7 @@ def build_trainer(model: Any, tokenizer: Any, training_args: Any, head: YesNoHea
     return ToolkitTrainer(
         model=model, args=training_args, train_dataset=train, eval_dataset=eval_features,
         data_collator=YesNoCollator(tokenizer.pad_token_id, model.config.decoder_start_token_id),
-        processing_class=tokenizer, compute_loss_func=head.loss,
+        processing_class=tokenizer, compute_loss_func=head.loss, kl_first_step=True,
         preprocess_logits_for_metrics=head.scores, compute_metrics=compute_soft_label_metrics,
     )
 

@@ -13,15 +13,15 @@ constant learning rate 1e-3 (Raffel et al. 2020, sec. 3.1.3).
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 # Only light modules here: flags and data are checked before transformers and torch are imported.
 from arguments import light_parse, parse_args
+from controls import add_new_tokens, check_controls
 from errors import UserError, run_main
 from modeling import check_model_source
-from outputs import RunLock, RunOutputs, check_not_model_dir, check_output_dir, write_records
+from outputs import RunLock, RunOutputs, check_not_model_dir, check_output_dir
 from tasks import LocalSplits, get_task, load_task_splits, read_local_splits, tokenize_task_split
 
 if TYPE_CHECKING:
@@ -51,8 +51,8 @@ class TaskArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many examples per validation split."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Keep only this many examples per test split."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenizing (datasets.map num_proc)."})
-    hp_search: str | None = field(default=None, metadata={"help": "optuna: search learning_rate and lr_scheduler_type offline (no W&B server), then train with the best."})
-    hp_trials: int = field(default=8, metadata={"help": "Trials of --hp_search."})
+    hp_search: str | None = field(default=None, metadata={"help": "optuna: a study (studies.py) over learning_rate and lr_scheduler_type, offline (no W&B server), maximising the task's metric; writes optimization_trials.csv.gz, optimization_plots.pdf and the study's journal (a rerun resumes it), then trains with the best values."})
+    hp_trials: int = field(default=8, metadata={"help": "Trials of --hp_search (the study's finished trials: a rerun adds the missing ones)."})
 
     def __post_init__(self) -> None:
         if self.hp_search not in (None, "optuna"):
@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         overrides = {} if model_args.dropout_rate is None else {"dropout_rate": model_args.dropout_rate}
         model = load_model(model_args.model_name_or_path, **overrides)
         fit_embeddings_to_tokenizer(model, tokenizer)
+        add_new_tokens(tokenizer, model, training_args.add_new_tokens)
 
         with training_args.main_process_first(desc="tokenizing"):
             splits = {name: limit(dataset, sample_limit(name, entry, task_args)) for name, dataset in raw.items()}
@@ -136,8 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         results: dict[str, Any] = {"eval_mode": mode}  # in every results file: T5's published numbers come from generate
         if task_args.hp_search and train is not None and evals:
-            results["hp_search_best"] = search_hyperparameters(
-                trainer, lambda: load_model(model_args.model_name_or_path, **overrides), task_args.hp_trials)
+            results["hp_search_best"] = search_hyperparameters(trainer, task_args.hp_trials, entry["name"])
         elif task_args.hp_search:
             raise UserError(f"--hp_search needs training and a validation split; task {entry['name']} run has {', '.join(raw)}")
         if train is not None:
@@ -162,44 +162,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return results
 
 
-# The search space of sweeps/glue_*.yaml, for runs without a W&B server.
-def hp_space(trial: Any) -> dict[str, Any]:
-    return {
-        "learning_rate": trial.suggest_float("learning_rate", 1e-4, 3e-3, log=True),
-        "lr_scheduler_type": trial.suggest_categorical("lr_scheduler_type", ["constant_with_warmup", "linear", "cosine", "inverse_sqrt"]),
-    }
+# The search space of sweeps/glue_*.yaml, for runs without a W&B server (studies.py's `params`).
+HP_SPACE = {
+    "learning_rate": {"values": [1e-4, 3e-3], "suggest_kwargs": {"log": True}},
+    "lr_scheduler_type": {"values": ["constant_with_warmup", "linear", "cosine", "inverse_sqrt"]},
+}
 
 
-def search_hyperparameters(trainer: Any, model_init: Any, trials: int) -> dict[str, Any]:
-    """Optuna search through `Trainer.hyperparameter_search`, objective the task's metric_for_best_model.
-
-    Writes `hp_search.tsv` (every trial) and `hp_search.png` (optimisation history) to the output dir,
-    then sets the best values on the Trainer, which trains the final model from a fresh init.
+def search_hyperparameters(trainer: Any, trials: int, task_name: str) -> dict[str, Any]:
+    """--hp_search optuna: a study (studies.py) over HP_SPACE with `trials` trials, objective the task's
+    metric_for_best_model, maximised; the study's other settings are the toolkit's defaults (GP sampler, patient
+    Wilcoxon pruner). Each trial trains a fresh copy of the model. Writes optimization_trials.csv.gz,
+    optimization_plots.pdf and the study's journal (a rerun into the same output dir resumes the study) to the
+    output dir, then sets the best values on the arguments: the final model trains with them, from a fresh copy.
     """
-    import optuna
-    from optuna.visualization.matplotlib import plot_optimization_history
+    from studies import run_study, set_arguments, study_settings, trainer_argument_names
 
     args = trainer.args
     key = args.metric_for_best_model if args.metric_for_best_model.startswith("eval_") else f"eval_{args.metric_for_best_model}"
-    os.makedirs(args.output_dir, exist_ok=True)
-    storage = f"sqlite:///{os.path.abspath(os.path.join(args.output_dir, 'hp_search.db'))}"
-    trainer.model_init = lambda trial=None: model_init()
-    best = trainer.hyperparameter_search(
-        hp_space=hp_space, compute_objective=lambda metrics: metrics[key], n_trials=trials,
-        direction="maximize" if args.greater_is_better else "minimize", backend="optuna",
-        storage=storage, study_name="fine_tune_t5", load_if_exists=False,
-    )
-    study = optuna.load_study(study_name="fine_tune_t5", storage=storage)
-    write_records(os.path.join(args.output_dir, "hp_search.tsv"), [
-        {"trial": t.number, "learning_rate": f"{t.params['learning_rate']:.6g}", "lr_scheduler_type": t.params["lr_scheduler_type"], key: t.value}
-        for t in study.trials])
-    axes = plot_optimization_history(study)
-    axes.figure.savefig(os.path.join(args.output_dir, "hp_search.png"), dpi=110, bbox_inches="tight")
-    logger.info("hp search: best %s = %s with %s", key, best.objective, best.hyperparameters)
-    for name, value in best.hyperparameters.items():
-        setattr(args, name, value)
-    trainer.model = trainer.call_model_init()
-    return {"objective": best.objective, **best.hyperparameters}
+    settings = study_settings(HP_SPACE, None, {"n_trials": trials}, trainer_argument_names(ARGUMENTS[-1]),
+                              direction="maximize" if args.greater_is_better else "minimize")
+    result = run_study(trainer, settings, key, args.output_dir, f"fine_tune_t5-{task_name.replace('/', '-')}")
+    if result.best_value is None:
+        raise UserError(f"--hp_search: no trial of study {result.study_name} completed ({result.counts}); see the log")
+    logger.info("hp search: best %s = %s with %s", key, result.best_value, result.best_params)
+    set_arguments(args, result.best_params)
+    return {"objective": result.best_value, **result.best_params}
 
 
 def check_inputs(task_args: TaskArguments, model_args: ModelArguments, run: Any) -> tuple[Any, str, list[str], LocalSplits]:
@@ -209,6 +197,7 @@ def check_inputs(task_args: TaskArguments, model_args: ModelArguments, run: Any)
     """
     entry = get_task(task_args.benchmark, task_args.dataset_name)
     check_output_dir(run.output_dir or "trainer_output", run.overwrite_output_dir, run.no_train or bool(run.resume_from_checkpoint))
+    check_controls(run)
     mode = resolve_eval_mode(entry, task_args.eval_mode)
     roles = [r for r in ("train", "validation", "test") if r in entry["splits"] and wanted(r, run)]
     if not roles:

@@ -27,14 +27,18 @@ from typing import Any, Optional
 
 # Only light modules here: flags and data are checked before transformers and torch are imported.
 from arguments import light_parse, parse_args
+from controls import add_new_tokens, check_controls
 from errors import UserError, preemption_requested, run_main
-from lm_data import Preprocessing, TextDataset, preprocessing_settings, read_text_dataset
+from lm_data import Preprocessing, TextDataset, dataset_name, preprocessing_settings, read_text_dataset
 from modeling import MODEL_TASKS, check_model_source, local_model_task
-from outputs import PREEMPTED_EXIT_CODE, RunLock, RunOutputs, check_not_model_dir, check_output_dir, write_records, write_text_atomic
+from outputs import (FINISHED_MARKER, PREEMPTED_EXIT_CODE, RunLock, RunOutputs, check_not_model_dir, check_output_dir, write_json_atomic,
+                     write_records, write_text_atomic)
+from studies import StudyArguments, StudySettings, study_settings, trainer_argument_names
 
 logger = logging.getLogger("finetune_lm")
 
 TEST_CHUNK_ROWS = 1024  # model rows per resumable chunk of test scoring
+ORIGINAL_TERM_NAMES = {"kl_loss": "KLBaselineLoss"}  # metrics.csv.gz columns, as the original names its loss classes
 
 
 @dataclass
@@ -88,8 +92,15 @@ class LMDataArguments:
                 raise UserError(f"--{name} {getattr(self, name)}: must be at least 1")
 
 
+@dataclass
+class LMOptimizationArguments(StudyArguments):
+    """An optuna study instead of training and testing (the original's OptimizationArguments; studies.py)."""
+
+    do_optimize: bool = field(default=False, metadata={"help": "Run an optuna study over --params instead of training and testing: each trial trains on --train_file and is scored by its validation loss (minimised); test files are ignored. Outputs: optimization_trials.csv.gz, optimization_plots.pdf, the study's journal, config.txt."})
+
+
 # The script's arguments; the last names its Trainer-arguments class (trainer_arguments.py).
-ARGUMENTS = (LMModelArguments, LMDataArguments, "LMTrainingArguments")
+ARGUMENTS = (LMModelArguments, LMDataArguments, LMOptimizationArguments, "LMTrainingArguments")
 
 
 @dataclass
@@ -101,6 +112,7 @@ class CheckedInputs:
     datasets: dict[str, list[TextDataset]]
     preprocessing: dict[str, Preprocessing]
     model_task: str | None
+    study: StudySettings | None = None  # --do_optimize: the study's checked settings
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -114,8 +126,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from modeling import load_language_model, load_tokenizer, model_task_of, resolve_model_task
         from runner import rank_zero_value, setup_logging
 
-        model_args, data_args, training_args = parse_args(ARGUMENTS, argv, __doc__, early)
-        checked = checked or check_inputs(model_args, data_args, training_args)
+        model_args, data_args, opt_args, training_args = parse_args(ARGUMENTS, argv, __doc__, early)
+        checked = checked or check_inputs(model_args, data_args, opt_args, training_args)
         run_dir = training_args.output_dir = rank_zero_value(training_args, checked.run_dir)
         setup_logging(training_args)
         set_seed(training_args.seed)
@@ -128,9 +140,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model_task = resolve_model_task(model_args.model_task, checked.model_task or model_task_of(config), model_args.model_name_or_path)
         preprocessing = preprocessing_settings(data_args.data_preprocessing_fn, data_args.data_preprocessing_fn_kwargs,
                                                data_args.data_preprocessing_fn_strategy, model_task)
-        info = TokenInfo.from_tokenizer(tokenizer, model_task)
-        check_against_tokenizer(preprocessing, info)
+        check_against_tokenizer(preprocessing, TokenInfo.from_tokenizer(tokenizer, model_task))  # before the model loads
         model = load_language_model(model_args.model_name_or_path, model_task, config=config, **hub)
+        add_new_tokens(tokenizer, model, training_args.add_new_tokens)
+        info = TokenInfo.from_tokenizer(tokenizer, model_task)
         logger.info("%s: %s model (%s), %s parameters", model_args.model_name_or_path, model_task, type(model).__name__,
                     f"{sum(p.numel() for p in model.parameters()):,}")
 
@@ -138,6 +151,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         encoded = {split: [encode(ds, tokenizer, model_task, data_args.max_length, split) for ds in sets]
                    for split, sets in checked.datasets.items()}
         results: dict[str, Any] = {"model_task": model_task}
+
+        # Optimise (--do_optimize): a study of training runs scored by validation loss, instead of training and testing.
+        if checked.study is not None:
+            trainer = build_trainer(model, tokenizer, info, encoded, preprocessing, training_args, record_batches=False)
+            return optimize(trainer, checked.study, (model_args, data_args, opt_args, training_args), argv, results)
 
         # Train: per-epoch validation, the best model (lowest validation loss) to model/, the tokenizer to tokenizer/.
         trainer = None
@@ -165,16 +183,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         # Outputs (main process): config.txt, then the finished-run tail (all_results.json last).
         if training_args.should_save:
-            write_text_atomic(outputs.path("config.txt"), config_text((model_args, data_args, training_args)))
-            outputs.finish(results, trainer.state.log_history if trainer else [], (model_args, data_args, training_args), argv)
+            write_text_atomic(outputs.path("config.txt"), config_text((model_args, data_args, opt_args, training_args)))
+            outputs.finish(results, trainer.state.log_history if trainer else [], (model_args, data_args, opt_args, training_args), argv)
             print(f"{ {k: v for k, v in results.items() if not k.endswith('_file')} }; outputs in {run_dir}")
         return results
 
 
-def check_inputs(model_args: LMModelArguments, data_args: LMDataArguments, run: Any) -> CheckedInputs:
+def check_inputs(model_args: LMModelArguments, data_args: LMDataArguments, opt_args: LMOptimizationArguments, run: Any) -> CheckedInputs:
     """The checks that need no heavy import: the model source, every data file (and its metadata), the
-    preprocessing settings, and the output dir. `run` holds the Trainer flags (`EarlyTrainingFlags` before the
-    heavy imports, else the full arguments)."""
+    preprocessing settings, the study's settings, and the output dir. `run` holds the Trainer flags
+    (`EarlyTrainingFlags` before the heavy imports, else the full arguments)."""
     check_model_source(model_args.model_name_or_path, "--model_name_or_path", needs_tokenizer=model_args.tokenizer_name is None)
     model_task = model_args.model_task or local_model_task(model_args.model_name_or_path)
     preprocessing = preprocessing_settings(data_args.data_preprocessing_fn, data_args.data_preprocessing_fn_kwargs,
@@ -185,8 +203,16 @@ def check_inputs(model_args: LMModelArguments, data_args: LMDataArguments, run: 
     if not data_args.train_file and not data_args.test_file:
         raise UserError("nothing to do: give --train_file (with --validation_file) to fine-tune, and/or --test_file to score "
                         "(a test-only run needs --test_file)")
+    study = None
+    if opt_args.do_optimize:  # the original's rule: test files take no part in choosing hyper-parameters
+        if not (data_args.train_file and data_args.validation_file) or run.no_train:
+            raise UserError("--do_optimize: each trial trains on --train_file and is scored on --validation_file; give both "
+                            "(and no --no_train)")
+        study = study_settings(opt_args.params, opt_args.study_kwargs, opt_args.optimize_kwargs,
+                               trainer_argument_names(ARGUMENTS[-1]), kl_dataset=bool(run.kl_dataset))
     limits = {"train": data_args.max_train_samples, "validation": data_args.max_validation_samples, "test": data_args.max_test_samples}
-    files = {"train": [data_args.train_file], "validation": [data_args.validation_file], "test": data_args.test_file or []}
+    files = {"train": [data_args.train_file], "validation": [data_args.validation_file],
+             "test": data_args.test_file if study is None and data_args.test_file else []}
     datasets = {split: [read_text_dataset(path, f"--{split}_file").head(limits[split]) for path in paths if path]
                 for split, paths in files.items()}
     datasets = {split: sets for split, sets in datasets.items() if sets}
@@ -196,13 +222,15 @@ def check_inputs(model_args: LMModelArguments, data_args: LMDataArguments, run: 
                         "column could not tell them apart: rename one")
     run_dir = run.output_dir or default_output_dir(model_args.model_name_or_path, data_args.train_file)
     training = bool(data_args.train_file) and not run.no_train
-    check_output_dir(run_dir, run.overwrite_output_dir, resuming=not training or bool(run.resume_from_checkpoint))
+    check_controls(run, evaluates=bool(data_args.validation_file) if training else None)
+    # A study's rerun continues it (studies.py), in the same output dir.
+    check_output_dir(run_dir, run.overwrite_output_dir, resuming=not training or bool(run.resume_from_checkpoint) or study is not None)
     if training:
         check_not_model_dir(run_dir, model_args.model_name_or_path, "--output_dir", "--model_name_or_path")
     elif "train" in datasets:
         del datasets["train"]
         datasets.pop("validation", None)
-    return CheckedInputs(run_dir, datasets, preprocessing, model_task)
+    return CheckedInputs(run_dir, datasets, preprocessing, model_task, study)
 
 
 def default_output_dir(model: str, train_file: str | None) -> str:
@@ -259,31 +287,20 @@ def pad_id(tokenizer: Any) -> int:
 
 
 def preprocess_all(examples: list[dict[str, Any]], setting: Preprocessing, info: Any, seed: int, batch_size: int) -> list[dict[str, Any]]:
-    """Model rows ({"input_ids", "labels", "source"}) from encoded examples: `once` over all of them with one
-    generator; `per_batch` in consecutive batches of `batch_size`, each with its own generator (seed, batch),
-    so that any batch's masks are the same however the run was interrupted."""
-    import numpy as np
+    from lm_preprocessing import preprocess_encoded
 
-    from lm_preprocessing import preprocess
-
-    bare = [{"input_ids": e["input_ids"], **({"labels": e["labels"]} if "labels" in e else {}), "source": i} for i, e in enumerate(examples)]
-    if setting.strategy == "once":
-        return preprocess(bare, setting.name, setting.kwargs, info, np.random.default_rng(seed))
-    rows = []
-    for start in range(0, len(bare), batch_size):
-        rows += preprocess(bare[start : start + batch_size], setting.name, setting.kwargs, info, np.random.default_rng([seed, start // batch_size]))
-    return rows
+    return preprocess_encoded(examples, setting.name, setting.kwargs, setting.strategy, info, seed, batch_size)
 
 
 # --- Training -----------------------------------------------------------------------------------------
 
 
-def train(model: Any, tokenizer: Any, info: Any, encoded: dict[str, list], checked: CheckedInputs, preprocessing: dict[str, Preprocessing],
-          training_args: Any, data_args: LMDataArguments, results: dict[str, Any]) -> Any:
-    """Fine-tune; writes model/, tokenizer/, metrics.csv.gz and loss_curves.pdf / .png; returns the Trainer."""
+def build_trainer(model: Any, tokenizer: Any, info: Any, encoded: dict[str, list], preprocessing: dict[str, Preprocessing],
+                  training_args: Any, record_batches: bool = True) -> Any:
+    """The Trainer of a training run (or of a study's trials): the splits as model rows, one collator per split;
+    with `record_batches`, each batch's losses for metrics.csv.gz."""
     from data_collators import LMCollator
     from lm_preprocessing import BoundPreprocessing
-    from runner import run_training
     from trainers import ToolkitTrainer
 
     def split_rows(split: str) -> list[dict[str, Any]]:
@@ -307,9 +324,18 @@ def train(model: Any, tokenizer: Any, info: Any, encoded: dict[str, list], check
         training_args.eval_strategy = "no"
         training_args.load_best_model_at_end = False
     # One collator for training; evaluation batches use the validation split's preprocessing.
-    trainer = ToolkitTrainer(model=model, args=training_args, train_dataset=train_rows, eval_dataset=validation_rows,
-                             data_collator=collator("train"), eval_data_collator=collator("validation"),
-                             processing_class=tokenizer, record_batches=True)
+    return ToolkitTrainer(model=model, args=training_args, train_dataset=train_rows, eval_dataset=validation_rows,
+                          data_collator=collator("train"), eval_data_collator=collator("validation"),
+                          processing_class=tokenizer, record_batches=record_batches)
+
+
+def train(model: Any, tokenizer: Any, info: Any, encoded: dict[str, list], checked: CheckedInputs, preprocessing: dict[str, Preprocessing],
+          training_args: Any, data_args: LMDataArguments, results: dict[str, Any]) -> Any:
+    """Fine-tune; writes model/, tokenizer/, metrics.csv.gz and loss_curves.pdf / .png; returns the Trainer."""
+    from runner import run_training
+
+    trainer = build_trainer(model, tokenizer, info, encoded, preprocessing, training_args)
+    validation_rows = trainer.eval_dataset
     epoch_rows: list[dict[str, Any]] = []
     if data_args.epoch_surprisals and validation_rows is not None:
         trainer.add_callback(EpochSurprisals(trainer, tokenizer, info, checked, encoded, preprocessing, training_args, epoch_rows))
@@ -326,6 +352,27 @@ def train(model: Any, tokenizer: Any, info: Any, encoded: dict[str, list], check
     return trainer
 
 
+def optimize(trainer: Any, study: StudySettings, arg_objects: tuple, argv: list[str] | None, results: dict[str, Any]) -> dict[str, Any]:
+    """--do_optimize (studies.py): the study's trials, scored by validation loss; its outputs, config.txt, provenance
+    and all_results.json (the best trial) in the run dir. No final training and no test scoring, as the original."""
+    from provenance import write_provenance
+    from studies import run_study
+
+    model_args, data_args, _, training_args = arg_objects
+    run_dir = training_args.output_dir
+    if data_args.test_file:
+        logger.info("--test_file ignored while optimising: hyper-parameters are chosen on the validation data only")
+    default_name = f"{dataset_name(data_args.train_file)}-{model_args.model_name_or_path.strip('/').replace('/', '-')}"  # a rerun resumes it
+    results.update(run_study(trainer, study, "eval_loss", run_dir, default_name).summary())
+    if training_args.should_save:
+        write_text_atomic(os.path.join(run_dir, "config.txt"), config_text(arg_objects))
+        write_provenance(run_dir, arg_objects, argv)
+        write_json_atomic(os.path.join(run_dir, FINISHED_MARKER), results)
+        print(f"study {results['study_name']}: best eval_loss {results['study_best_value']} with {results['study_best_params']}; "
+              f"outputs in {run_dir}")
+    return results
+
+
 def metrics_rows(records: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
     """metrics.csv.gz's batch rows, the original's form: epoch, batch_number (0-based within the epoch and
     dataset type), dataset_type, loss, one column per loss term, seed."""
@@ -334,7 +381,7 @@ def metrics_rows(records: list[dict[str, Any]], seed: int) -> list[dict[str, Any
     for record in records:
         key = (record["dataset_type"], record["epoch"])
         number = counters[key] = counters.get(key, -1) + 1
-        values = {k: float(v) for k, v in record.items() if k not in ("dataset_type", "epoch")}
+        values = {ORIGINAL_TERM_NAMES.get(k, k): float(v) for k, v in record.items() if k not in ("dataset_type", "epoch")}
         rows.append({"epoch": record["epoch"], "batch_number": number, "dataset_type": record["dataset_type"], **values, "seed": seed})
     return rows
 

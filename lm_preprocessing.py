@@ -513,3 +513,18 @@ class BoundPreprocessing:
 
     def __call__(self, examples: list[dict[str, Any]], rng: np.random.Generator) -> list[dict[str, Any]]:
         return preprocess(examples, self.name, self.kwargs, self.info, rng)
+
+
+def preprocess_encoded(examples: list[dict[str, Any]], name: str, kwargs: Mapping[str, Any], strategy: str, info: TokenInfo,
+                       seed: int, batch_size: int) -> list[dict[str, Any]]:
+    """Model rows ({"input_ids", "labels", "source"}) from tokenized examples ({"input_ids", optional "labels"}):
+    `once` over all of them with one generator; `per_batch` in consecutive batches of `batch_size`, each with its
+    own generator (seed, batch), so that any batch's masks are the same however a run was interrupted."""
+    bare = [{"input_ids": e["input_ids"], **({"labels": e["labels"]} if "labels" in e else {}), "source": i}
+            for i, e in enumerate(examples)]
+    if strategy == "once":
+        return preprocess(bare, name, kwargs, info, np.random.default_rng(seed))
+    rows: list[dict[str, Any]] = []
+    for start in range(0, len(bare), batch_size):
+        rows += preprocess(bare[start : start + batch_size], name, kwargs, info, np.random.default_rng([seed, start // batch_size]))
+    return rows

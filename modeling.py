@@ -136,6 +136,16 @@ def _load_error(kind: str, flag: str, name: str, err: Exception) -> UserError:
     return UserError(f"{flag} {name!r}: cannot load the {kind}: {where}; give a local directory or a Hub name")
 
 
+def single_token_id(tokenizer: Any, word: str, flag: str) -> int:
+    """The id of `word` as the model would write it; a user error unless it is one known token."""
+    ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
+        pieces = tokenizer.convert_ids_to_tokens(ids)
+        raise UserError(f"{flag} {word!r}: must be a single known token of the model's tokenizer, but it encodes as {pieces}; "
+                        "choose a word the tokenizer keeps whole (T5's yes and no are)")
+    return ids[0]
+
+
 def load_tokenizer(name_or_path: str, flag: str = "--tokenizer_name", **kwargs: Any) -> Any:
     """A pretrained tokenizer by Hub name or local directory (`kwargs`: revision, token, cache_dir); a user
     error if it cannot be had."""

@@ -16,6 +16,7 @@ from typing import Any
 
 # Only light modules here: flags and data are checked before transformers and torch are imported.
 from arguments import light_parse, parse_args
+from controls import add_new_tokens, check_controls
 from corpus import CorpusFiles, find_corpus_files, load_raw_corpus, split_off_validation, tokenize_and_pack
 from data_collators import T5DataCollator, compute_input_and_target_lengths
 from errors import UserError, run_main
@@ -174,6 +175,7 @@ def main(argv: list[str] | None = None, callbacks: list[Any] | None = None) -> d
         raw = load_raw_corpus(files, data_args.dataset_name, data_args.dataset_config_name, data_args.text_column, data_args.streaming)
         tokenizer = get_tokenizer(model_args, raw["train"], data_args.text_column, training_args.seed)
         model = get_model(model_args, tokenizer)
+        add_new_tokens(tokenizer, model, training_args.add_new_tokens)
         expanded_length, target_length = compute_input_and_target_lengths(
             data_args.max_seq_length, data_args.noise_density, data_args.mean_noise_span_length
         )
@@ -222,6 +224,7 @@ def check_inputs(model_args: ModelArguments, data_args: DataArguments, run: Any)
     `run` holds the Trainer flags: `EarlyTrainingFlags` before the heavy imports, else the full arguments.
     """
     check_output_dir(run.output_dir or "trainer_output", run.overwrite_output_dir, run.no_train or bool(run.resume_from_checkpoint))
+    check_controls(run)
     if data_args.streaming and run.max_steps <= 0:
         raise UserError("--streaming needs --max_steps: a streamed corpus has no length to count epochs by")
     for flag in ("--model_name_or_path", "--config_name", "--tokenizer_name"):

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 # Only light modules here: flags and data are checked before transformers and torch are imported.
 from arguments import light_parse, parse_args
+from controls import add_new_tokens, check_controls
 from errors import UserError, run_main
 from modeling import check_model_source
 from outputs import RunLock, RunOutputs, check_not_model_dir, check_output_dir, unique_path, write_records
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         tokenizer = load_tokenizer(model_dir, flag)
         model = load_model(model_dir, flag)
         fit_embeddings_to_tokenizer(model, tokenizer)
+        add_new_tokens(tokenizer, model, training_args.add_new_tokens)
 
         # Data: prompt -> encoder input, completion -> labels.
         datasets_by_split = {split: tokenize_records(rows, tokenizer, data_args, split) for split, rows in records.items()}
@@ -141,6 +143,7 @@ def check_inputs(data_args: Seq2SeqDataArguments, run: Any) -> tuple[str, str, d
     resumed = preempted_run_name(data_args.mount_dir, data_args.data_name, model_dir) if run.resume_from_checkpoint == "auto" else None
     run_dir = run_path(data_args.mount_dir, data_args.training_run_name or resumed or default_run_name(data_args.data_name, model_dir))
     check_output_dir(run_dir, run.overwrite_output_dir, run.no_train or bool(run.resume_from_checkpoint))
+    check_controls(run)
     if not run.no_train:
         check_not_model_dir(run_dir, model_dir, "--training_run_name", model_flag)
     records = load_run_records(data_args.mount_dir, data_args.data_name, data_args.train_file, data_args.eval_file,

@@ -70,17 +70,25 @@ def score_batch(model: Any, model_task: str, input_ids: Sequence[Sequence[int]],
     ids = pad_rows(input_ids, pad_token_id).to(device)
     attention_mask = pad_rows([[1] * len(row) for row in input_ids], 0).to(device)
     target = pad_rows(labels, -100).to(device)
-    if model_task == "seq2seq":
-        logits = model(input_ids=ids, attention_mask=attention_mask, labels=target).logits
-    else:
-        logits = model(input_ids=ids, attention_mask=attention_mask).logits
-    if model_task == "lm":  # logits at t - 1 predict the token at t
-        logits, target = logits[:, :-1], target[:, 1:]
-        offset = 1
-    else:
-        offset = 0
-    keep = target.ne(-100)
-    chosen = logits[keep].float()  # (scored tokens, vocab): padding and unscored positions never enter
+    offset = 1 if model_task == "lm" else 0  # lm: logits at t - 1 predict the token at t
+    keep = target[:, offset:].ne(-100)
+    inputs = {"input_ids": ids, "attention_mask": attention_mask}
+    if model_task == "seq2seq":  # teacher forcing: the labels shifted right behind the decoder start token
+        inputs["decoder_input_ids"] = model.prepare_decoder_input_ids_from_labels(labels=target)
+    # The output layer projects only the scored positions: no (batch, length, vocab) logits for padding and
+    # unscored positions are computed, nor copied out afterwards.
+    head = model.get_output_embeddings()
+
+    def scored_positions(module: Any, args: tuple) -> tuple:
+        hidden = args[0][:, : args[0].shape[1] - offset] if offset else args[0]
+        return (hidden[keep],)
+
+    handle = head.register_forward_pre_hook(scored_positions)
+    try:
+        chosen = model(**inputs).logits.float()  # (scored tokens, vocab)
+    finally:
+        handle.remove()
+    target = target[:, offset:]
     normaliser = torch.logsumexp(chosen, dim=-1)
     tokens = target[keep]
     logprobs = chosen.gather(1, tokens[:, None])[:, 0] - normaliser

@@ -14,6 +14,7 @@ import torch
 from transformers import Seq2SeqTrainingArguments
 
 from arguments import check_fp16, check_resume_flag
+from controls import TrainingControls, check_control_values
 from errors import UserError
 from provenance import redact_argv
 
@@ -22,8 +23,9 @@ SCRIPT_CLASSES = ("PreTrainingArguments", "FineTuningArguments", "MountRunArgume
 
 
 @dataclass
-class ToolkitTrainingArguments(Seq2SeqTrainingArguments):
-    """`Seq2SeqTrainingArguments` plus the toolkit's shared flags.
+class ToolkitTrainingArguments(Seq2SeqTrainingArguments, TrainingControls):
+    """`Seq2SeqTrainingArguments` plus the toolkit's shared flags and the training controls (controls.py: KL to
+    the starting model, early stopping, freezing, new tokens).
 
     Changed default: `bf16` is None ("auto"): on for CUDA GPUs that support bf16, off on the CPU.
     """
@@ -79,6 +81,7 @@ class ToolkitTrainingArguments(Seq2SeqTrainingArguments):
             sys.argv[:] = redact_argv(sys.argv)
         check_reporting(self.report_to)
         check_resume_flag(self.resume_from_checkpoint)
+        check_control_values(self)
         if not cuda:
             self.dataloader_pin_memory = False  # pinning needs an accelerator; it only warns on a CPU
         super().__post_init__()

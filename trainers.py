@@ -109,7 +109,7 @@ class ToolkitTrainer(Seq2SeqTrainer):
     loss_is_scaled_for_ga = True
 
     def __init__(self, *args: Any, loss_terms: Sequence[LossTerm] = (), record_batches: bool = False,
-                 eval_data_collator: Callable | None = None, **kwargs: Any) -> None:
+                 eval_data_collator: Callable | None = None, kl_first_step: bool = False, **kwargs: Any) -> None:
         from runner import PreemptionCallback
 
         model = kwargs.get("model", args[0] if args else None)
@@ -118,23 +118,70 @@ class ToolkitTrainer(Seq2SeqTrainer):
             kwargs["compute_loss_func"] = causal_cross_entropy if causal else token_weighted_cross_entropy
         super().__init__(*args, **kwargs)
         self._loss_shifts_labels = causal  # the Trainer counts num_items_in_batch over labels[..., 1:] then
-        self.loss_terms = list(loss_terms)
-        names = [term.name for term in self.loss_terms]
-        if len(set(names)) != len(names) or "loss" in names:
-            raise ValueError(f"loss terms need distinct names other than 'loss': {names}")
-        for term in self.loss_terms:
-            if hasattr(term, "bind"):  # a term that reads the step, the accumulation or the device (losses.KLBaselineLoss)
-                term.bind(self)
+        self._given_terms = list(loss_terms)
+        self._kl_first_step = kl_first_step
+        self.freezer: Any = None
+        self._freezer_callback: Any = None
+        self.loss_terms: list[LossTerm] = []
         self._term_totals: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
         self._eval_batches = 0
         self._terms_logged_at = 0  # global step of the last train log that carried the terms
         self.preemption = PreemptionCallback()
         self.add_callback(self.preemption.callback())
+        self._apply_controls(self.model)
         self._staging_dir: str | None = None  # while a checkpoint is saved: where the parent's save writes
         # With record_batches: each batch's losses, {"dataset_type": "train" | "validation", "epoch", "loss", <term>: ...}
         # (values as 0-d tensors until read: no device sync per batch), for finetune_lm.py's metrics.csv.gz.
         self.batch_records: list[dict[str, Any]] | None = [] if record_batches else None
         self.eval_data_collator = eval_data_collator  # evaluation batches' own collator (default: data_collator)
+
+    def _apply_controls(self, model: Any) -> None:
+        """The training controls (controls.py) from the arguments, for `model`: what trains (a `controls.Freezer`
+        and its callback) and the loss terms, the given ones plus the KL term to `model` as it is now. Run again
+        for each model a hyper-parameter trial initialises, with the trial's values."""
+        from controls import Freezer, kl_loss_term
+
+        args = self.args
+        if getattr(args, "patience", None) is not None and args.eval_strategy == "no":
+            from errors import UserError
+
+            raise UserError(f"--patience {args.patience}: early stopping needs evaluations; set --eval_strategy epoch (or steps) "
+                            "and give validation data")
+        if self._freezer_callback is not None:
+            self.remove_callback(self._freezer_callback)
+            self.freezer = self._freezer_callback = None
+        terms = list(self._given_terms)
+        if hasattr(args, "kl_dataset"):
+            if args.frozen_params or args.unfrozen_params or args.freeze_words or args.unfreeze_words:
+                self.freezer = Freezer(model, args, self.processing_class)
+                self._freezer_callback = self.freezer.callback()
+                self.add_callback(self._freezer_callback)
+            if args.kl_dataset:
+                if self.processing_class is None:
+                    raise ValueError("--kl_dataset needs the Trainer's processing_class (the tokenizer) to read the KL data")
+                encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+                task = "seq2seq" if encoder_decoder else "lm" if is_causal_lm(model) else "mlm"
+                terms.append(kl_loss_term(args, model, self.processing_class, task, self._kl_first_step, args.seed))
+        names = [term.name for term in terms]
+        if len(set(names)) != len(names) or "loss" in names:
+            raise ValueError(f"loss terms need distinct names other than 'loss': {names}")
+        for term in terms:
+            if hasattr(term, "bind"):  # a term that reads the step, the accumulation or the device (losses.KLBaselineLoss)
+                term.bind(self)
+        self.loss_terms = terms
+
+    def call_model_init(self, trial: Any = None) -> Any:
+        model = super().call_model_init(trial)
+        if hasattr(self, "_given_terms"):  # a trial's fresh model (not the parent's __init__, before ours has run)
+            self._apply_controls(model)
+        return model
+
+    def _hp_search_setup(self, trial: Any) -> None:
+        """The parent sets a trial's values on the arguments after `call_model_init` made its model (transformers
+        5.23 `train()`): apply the controls again, so that the KL term and freezing use this trial's values."""
+        super()._hp_search_setup(trial)
+        if trial is not None and self.hp_search_backend is not None:
+            self._apply_controls(self.model)
 
     # --- data ----------------------------------------------------------------------------------------
 
@@ -218,6 +265,36 @@ class ToolkitTrainer(Seq2SeqTrainer):
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         if self._staging_dir is None:  # within `_save_checkpoint`, after the rename: the upload runs in the background
             super()._push_from_checkpoint(checkpoint_folder)
+
+    # --- early stopping ------------------------------------------------------------------------------
+
+    def _determine_best_metric(self, metrics: dict[str, float], trial: Any) -> bool:
+        """With --patience, the original finetune-lm rule decides both the best model and when to stop
+        (controls.early_stopping_state): only an evaluation better than best - delta is a new best; training stops
+        once `patience` evaluations in a row were not, and at least --min_epochs epochs have run. The state comes
+        from the log history, so a resumed run continues the count. Without --patience: the parent's."""
+        patience = getattr(self.args, "patience", None)
+        if patience is None:
+            return super()._determine_best_metric(metrics, trial)
+        from controls import early_stopping_state
+
+        key = self.args.metric_for_best_model or "loss"
+        key = key if key.startswith("eval_") else f"eval_{key}"
+        if key not in metrics:
+            raise KeyError(f"early stopping monitors {key}, which the evaluation does not report: {sorted(metrics)}")
+        values = [entry[key] for entry in self.state.log_history if key in entry]
+        if not values or values[-1] != metrics[key]:  # the current evaluation, if the log does not hold it yet
+            values.append(metrics[key])
+        best, counter, at = early_stopping_state(values, self.args.delta, bool(self.args.greater_is_better))
+        new_best = at == len(values) - 1
+        if new_best:
+            self.state.best_metric = best
+            self.state.best_global_step = self.state.global_step
+        if counter >= patience and (self.state.epoch or 0) >= self.args.min_epochs - 1e-9:
+            logger.info("early stopping at epoch %.2f: %d evaluations without an improvement of more than %g on %s "
+                        "(best %.6g)", self.state.epoch or 0, counter, self.args.delta, key, best)
+            self.control.should_training_stop = True
+        return new_best
 
     # --- optimizer -------------------------------------------------------------------------------
 

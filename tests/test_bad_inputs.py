@@ -82,6 +82,12 @@ def lm(name: str, argv: list[str], pattern: str, model: str = "{tmp}/lm/gpt2", l
     return name, Case("finetune_lm.py", (*base, *argv), pattern, absent=(output_dir,), late=late)
 
 
+def late(case: tuple[str, Case]) -> tuple[str, Case]:
+    """A case found only once the model is loaded (after the heavy imports)."""
+    name, c = case
+    return name, dataclasses.replace(c, late=True)
+
+
 def finished(case: tuple[str, Case], run_dir: str) -> tuple[str, Case]:
     """A case pointed at a finished run: its files must stay exactly as they were (the name is the run's)."""
     name, c = case
@@ -186,6 +192,20 @@ CASES: list[tuple[str, Case]] = [
              r"^--resume_from_checkpoint \S+/cut/checkpoint-4: not a complete checkpoint \(no trainer_state\.json; .* 'auto'"),
     pretrain("pt_dangling_symlink", ["--train_file", "{tmp}/pt/corpus.txt"],
              r"^--output_dir \S+/dangling: \S+/dangling is a symbolic link to \S+/gone, which does not exist", output_dir="{tmp}/dangling"),
+    # Training controls (every script): KL data, early stopping, freezing.
+    lm("ctl_kl_dataset_missing", ["--train_file", "{tmp}/lm/good.txt", "--kl_dataset", "{tmp}/lm/no_such.txt.gz"],
+       r"^--kl_dataset \S+/lm/no_such\.txt\.gz: no such file$"),
+    pretrain("ctl_kl_too_few_examples", ["--train_file", "{tmp}/pt/corpus.txt", "--kl_dataset", "{tmp}/lm/good.txt"],
+             r"^--kl_dataset \S+/lm/good\.txt: holds 2 examples, fewer than --kl_examples_per_step 20 "),
+    finetune("ctl_kl_scaleby_count", [*TOY, "--kl_dataset", "{tmp}/lm/good.txt", "{tmp}/lm/good.txt", "--kl_scaleby", "1", "2", "3"],
+             r"^--kl_scaleby has 3 values for 2 --kl_dataset files: give one value or one per file$"),
+    lm("ctl_patience_without_validation", ["--train_file", "{tmp}/lm/good.txt", "--patience", "3"],
+       r"^--patience 3: early stopping needs an evaluation each epoch"),
+    seq2seq("ctl_frozen_and_unfrozen", ["--data_name", "s2s_good", "--frozen_params", "shared.weight", "--unfrozen_params", "lm_head.weight"],
+            r"^--frozen_params and --unfrozen_params together: give one way of saying what trains$"),
+    late(clf("ctl_pattern_matches_nothing", ["--data_name", "clf_good", "--frozen_params", "decoder.nothing.*", "--max_steps", "1",
+                                             "--yes_token", "film", "--no_token", "script"],
+             r"^--frozen_params 'decoder\.nothing\.\*': matches no parameter of the model")),
     # finetune_lm.py: data files with their metadata, preprocessing settings, the model type, the run.
     lm("lm_metadata_count", ["--test_file", "{tmp}/lm/meta.txt.gz"],
        r"^\S+/lm/meta_metadata\.json\.gz: holds 2 metadata lines but --test_file \S+/lm/meta\.txt\.gz holds 3 examples; "
@@ -223,6 +243,13 @@ CASES: list[tuple[str, Case]] = [
        r"^--model_task clm: must be one of lm, mlm, seq2seq"),
     lm("lm_test_only_without_test_file", [], r"^nothing to do: give --train_file \(with --validation_file\) to fine-tune, and/or --test_file"),
     lm("lm_validation_without_train", ["--validation_file", "{tmp}/lm/good.txt"], r"^--validation_file without --train_file"),
+    lm("lm_study_param_no_argument", ["--train_file", "{tmp}/lm/good.txt", "--validation_file", "{tmp}/lm/good.txt", "--do_optimize",
+                                      "--params.learnig_rate.values", "1e-5", "1e-3"],
+       r"^--params\.learnig_rate: no such training argument \(did you mean learning_rate\? a study varies Trainer and loss-term "
+       r"arguments, e\.g\. learning_rate, weight_decay, .*kl_scaleby\)$"),
+    lm("lm_study_low_above_high", ["--train_file", "{tmp}/lm/good.txt", "--validation_file", "{tmp}/lm/good.txt", "--do_optimize",
+                                   "--params.learning_rate.values", "1e-3", "1e-5"],
+       r"^--params\.learning_rate\.values \[0\.001, 1e-05\]: low 0\.001 is above high 1e-05; a range is \[low, high\]"),
     finished(lm("finished_lm", ["--train_file", "{tmp}/lm/good.txt"],
                 r"^--output_dir \S+/out/finished_lm: holds a finished run \(all_results\.json\); .* --overwrite_output_dir"),
              "{tmp}/out/finished_lm"),
@@ -345,6 +372,9 @@ class BadInputTest(parameterized.TestCase):
         self.assertNotIn("Traceback", stderr, where)
         self.assertEqual(proc.returncode, 2, where)
         lines = [line for line in stderr.splitlines() if line.strip()]
+        if case.late:  # the model loaded first: its loading may have logged; the error is the one last line
+            self.assertLen([line for line in lines if line.startswith("error: ")], 1, where)
+            lines = lines[-1:]
         self.assertLen(lines, 1, where)
         self.assertTrue(lines[0].startswith("error: "), where)
         self.assertRegex(lines[0].removeprefix("error: "), re.compile(case.pattern), where)

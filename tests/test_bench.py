@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -87,6 +88,36 @@ class CollatorBenchSmokeTest(absltest.TestCase):
         self.assertIn("lists rows: T5DataCollator is", stdout)
         self.assertIn("numpy rows: T5DataCollator is", stdout)
         self.assertIn("pre_train_t5.py hands the collator numpy rows", stdout)
+
+
+class SurprisalBenchSmokeTest(absltest.TestCase):
+    def test_tiny_run_reports_ours_and_the_loop_and_they_agree(self) -> None:
+        # No --minicons_dir: minicons is not a requirement, so the bench skips it (and says how to install it).
+        with tempfile.TemporaryDirectory() as tmp:
+            report, stdout = run_bench(self, "surprisal_throughput.py", ["--small", "--num_sentences", "12", "--batch_size", "4", "--repeats", "1"],
+                                       os.path.join(tmp, "surprisal.json"))
+        rows = [line.split()[0] for line in stdout.splitlines() if line.split()[:1] in (["ours"], ["loop"], ["minicons"])]
+        self.assertIn("ours", rows)
+        self.assertIn("loop", rows)
+        if "minicons" not in rows:
+            self.assertIn("pip install --no-deps --target /tmp/minicons minicons==0.3.39", stdout)
+        printed = re.search(r"max \|ours - loop\|: (\S+) bits over (\d+) tokens", stdout)
+        self.assertIsNotNone(printed, stdout)
+        self.assertLess(float(printed.group(1)), 1e-4)
+        self.assertEqual(int(printed.group(2)), report["tokens"])
+        self.assertGreater(report["tokens"], 12 * 5)  # at least 5 words a sentence
+        self.assertEqual(report["methods"]["loop"]["sentences_with_other_tokens"], 0)
+        self.assertGreater(report["methods"]["ours"]["tokens_per_s"], 0)
+
+
+class KLBenchSmokeTest(absltest.TestCase):
+    def test_tiny_run_times_both_sides_and_the_term_is_on(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            report, stdout = run_bench(self, "kl_overhead.py", ["--small"], os.path.join(tmp, "kl.json"), OMP_NUM_THREADS="1")
+        self.assertGreater(report["off_s"], 0.0)
+        self.assertGreater(report["on_s"], 0.0)
+        self.assertNotEqual(report["kl_loss_logged"], [])  # the "on" runs trained with the term
+        self.assertIn("ratio on/off", stdout)
 
 
 if __name__ == "__main__":

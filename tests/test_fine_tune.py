@@ -87,26 +87,32 @@ class ToyTaskTest(absltest.TestCase):
         self.assertEqual(saved["predict_test_examples"], 7)
         self.assertEqual(saved["eval_mode"], "score")
 
-    def test_offline_optuna_search_writes_its_table_and_plot(self) -> None:
+    def test_offline_optuna_search_writes_the_study_files(self) -> None:
+        import gzip
+
         out = os.path.join(self.tmp, "hp")
         results = fine_tune_t5.main([
             "--benchmark", "toy", "--dataset_name", "sentiment", "--model_name_or_path", self.model,
             "--dataset_dir", self.glue_dir, "--output_dir", out, "--max_steps", "4", "--per_device_train_batch_size", "8",
             "--max_train_samples", "64", "--max_eval_samples", "32", "--hp_search", "optuna", "--hp_trials", "3",
         ] + QUIET)
-        rows = read_tsv(os.path.join(out, "hp_search.tsv"))
-        self.assertEqual(rows[0], ["trial", "learning_rate", "lr_scheduler_type", "eval_accuracy"])
-        self.assertEqual([r[0] for r in rows[1:]], ["0", "1", "2"])
-        learning_rates = [float(r[1]) for r in rows[1:]]
-        self.assertTrue(all(1e-4 <= lr <= 3e-3 for lr in learning_rates))
+        with gzip.open(os.path.join(out, "optimization_trials.csv.gz"), "rt", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        self.assertEqual([r["number"] for r in rows], ["0", "1", "2"])
+        self.assertEqual({r["state"] for r in rows}, {"COMPLETE"})
+        self.assertTrue(all(1e-4 <= float(r["params_learning_rate"]) <= 3e-3 for r in rows))
+        self.assertTrue({r["params_lr_scheduler_type"] for r in rows} <= set(fine_tune_t5.HP_SPACE["lr_scheduler_type"]["values"]))
         best = results["hp_search_best"]
-        self.assertEqual(best["objective"], max(float(r[3]) for r in rows[1:]))
-        with open(os.path.join(out, "hp_search.png"), "rb") as f:
-            self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
-        with open(os.path.join(out, "hp_search.db"), "rb") as f:
-            self.assertEqual(f.read(6), b"SQLite")
+        self.assertEqual(best["objective"], max(float(r["value"]) for r in rows))  # eval_accuracy, maximised
+        with open(os.path.join(out, "optimization_plots.pdf"), "rb") as f:
+            self.assertEqual(f.read(5), b"%PDF-")
+        self.assertTrue(os.path.isfile(os.path.join(out, "optimization_study.journal")))
+        for old in ("hp_search.tsv", "hp_search.png", "hp_search.db"):
+            self.assertFalse(os.path.exists(os.path.join(out, old)), old)
         with open(os.path.join(out, "provenance.json")) as f:  # the final model trained with the best values
-            self.assertEqual(json.load(f)["arguments"]["learning_rate"], best["learning_rate"])
+            arguments = json.load(f)["arguments"]
+        self.assertEqual(arguments["learning_rate"], best["learning_rate"])
+        self.assertEqual(arguments["lr_scheduler_type"], best["lr_scheduler_type"])
 
     def test_generate_mode_agrees_with_label_scoring(self) -> None:
         results = fine_tune_t5.main([

@@ -303,7 +303,7 @@ class FinetuneLMTest(parameterized.TestCase):
                 "--max_validation_samples", "5", "--use_gpu", "--data_preprocessing_fn.train", "mask_words",
                 "--data_preprocessing_fn_kwargs.train.words_to_mask", "cat", "dog", "--data_preprocessing_fn_kwargs.test.mask_prop", "0.5"]
         early = light_parse(ARGUMENTS, argv)
-        model_args, data_args, training_args = parse_args(ARGUMENTS, argv, None, early)
+        model_args, data_args, _, training_args = parse_args(ARGUMENTS, argv, None, early)
         self.assertEqual((training_args.num_train_epochs, training_args.learning_rate), (2.0, 1e-3))
         self.assertEqual((training_args.per_device_eval_batch_size, training_args.per_device_test_batch_size), (4, 3))
         self.assertEqual((data_args.max_length, data_args.max_validation_samples, data_args.test_file), (64, 5, ["a.txt.gz", "b.txt.gz"]))
