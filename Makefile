@@ -40,7 +40,7 @@ $(VENV)/.installed-deepspeed: requirements-deepspeed.txt $(VENV)/.installed
 	touch $@
 
 test: install $(VENV)/.installed-deepspeed
-	$(RUN) -m pytest -q tests
+	$(RUN) -m pytest -q --durations=25 tests
 
 bench: install
 	$(RUN) bench/collator.py
