@@ -171,17 +171,13 @@ class ToolkitTrainer(Seq2SeqTrainer):
         self.loss_terms = terms
 
     def call_model_init(self, trial: Any = None) -> Any:
+        """A trial's fresh model, with the training controls applied to it. transformers 5.23's `train()` calls this
+        before `_hp_search_setup` sets the trial's values on the arguments, so a study sets them first
+        (`studies.run_study` does) for the KL term and freezing to use them."""
         model = super().call_model_init(trial)
         if hasattr(self, "_given_terms"):  # a trial's fresh model (not the parent's __init__, before ours has run)
             self._apply_controls(model)
         return model
-
-    def _hp_search_setup(self, trial: Any) -> None:
-        """The parent sets a trial's values on the arguments after `call_model_init` made its model (transformers
-        5.23 `train()`): apply the controls again, so that the KL term and freezing use this trial's values."""
-        super()._hp_search_setup(trial)
-        if trial is not None and self.hp_search_backend is not None:
-            self._apply_controls(self.model)
 
     # --- data ----------------------------------------------------------------------------------------
 
