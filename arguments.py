@@ -29,7 +29,7 @@ import json
 import os
 import sys
 import typing
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from controls import TrainingControls, check_control_values
 from errors import UserError
@@ -374,6 +374,22 @@ def expand_argv(argv: Sequence[str] | None, list_fields: frozenset[str] = frozen
             rest.append(arg)
         i += 1
     return fold_dotted_flags(from_files + rest)
+
+
+def json_mapping(value: str | Mapping[str, Any] | None, flag: str) -> dict[str, Any]:
+    """A mapping-valued flag's value: JSON text (what a config file's mapping or the dotted flags become), an
+    already-parsed mapping, or None ({}); anything else is a one-line error naming the flag."""
+    if value is None or value == "":
+        return {}
+    parsed: Any = value
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise UserError(f"--{flag}: invalid JSON ({err.msg} at column {err.colno})") from None
+    if not isinstance(parsed, Mapping):
+        raise UserError(f"--{flag}: must be a mapping (JSON, a config file's mapping, or --{flag}.key value), got {value!r}")
+    return dict(parsed)
 
 
 def _scalar(text: str) -> Any:

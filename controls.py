@@ -12,7 +12,6 @@ the KL term (`kl_loss_term`), early stopping (`early_stopping_state`), freezing 
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
@@ -88,12 +87,23 @@ def check_controls(c: TrainingControls, evaluates: bool | None = None) -> list[A
     if c.patience is not None and evaluates is False:
         raise UserError(f"--patience {c.patience}: early stopping needs an evaluation each epoch (validation data and "
                         "--eval_strategy epoch or steps)")
+    kl_preprocessing(c, None)  # a bad function name or kwargs: one line now, not after the model loads
     datasets = [read_text_dataset(path, "--kl_dataset").head(c.kl_max_samples) for path in c.kl_dataset or []]
     for dataset, n in zip(datasets, per_dataset(c.kl_examples_per_step, len(datasets), KL_EXAMPLES_PER_STEP)):
         if len(dataset) < n:
             raise UserError(f"--kl_dataset {dataset.path}: holds {len(dataset)} examples, fewer than --kl_examples_per_step {n} "
                             "(each step draws that many without replacement)")
     return datasets
+
+
+def kl_preprocessing(c: TrainingControls, model_task: str | None) -> tuple[str, dict[str, Any]]:
+    """The KL data's preprocessing function and its checked kwargs (model_task None: not known yet)."""
+    from arguments import json_mapping
+    from lm_preprocessing import check_preprocessing
+
+    name = c.kl_preprocessing_fn or "identity"
+    kwargs = json_mapping(c.kl_preprocessing_fn_kwargs, "kl_preprocessing_fn_kwargs")
+    return name, check_preprocessing(name, kwargs, "once", model_task, "--kl_preprocessing_fn")
 
 
 # --- KL to the starting model ------------------------------------------------------------------------------
@@ -107,15 +117,13 @@ def kl_loss_term(c: TrainingControls, model: Any, tokenizer: Any, model_task: st
 
     from data_collators import LMCollator
     from lm_data import encode_dataset
-    from lm_preprocessing import TokenInfo, check_preprocessing, preprocess_encoded
+    from lm_preprocessing import TokenInfo, preprocess_encoded
     from losses import KLBaselineLoss
 
     if _zero3():
         raise UserError("--kl_dataset under DeepSpeed ZeRO-3: the frozen copy of the model is not sharded (it would be a whole "
                         "model on every GPU); use zero_stage2_config.json, or plain DDP")
-    name = c.kl_preprocessing_fn or "identity"
-    kwargs = check_preprocessing(name, json_mapping(c.kl_preprocessing_fn_kwargs, "kl_preprocessing_fn_kwargs"), "once",
-                                 model_task, "--kl_preprocessing_fn")
+    name, kwargs = kl_preprocessing(c, model_task)
     info = TokenInfo.from_tokenizer(tokenizer, model_task)
     datasets = []
     for dataset in check_controls(c):
@@ -318,15 +326,3 @@ def add_new_tokens(tokenizer: Any, model: Any, tokens: Sequence[str] | None) -> 
             weight = embedding.weight
             weight[ids] = weight[:old_size].mean(dim=0)  # the tokenizer's own rows, not the spare ones beyond it
     return ids
-
-
-def json_mapping(value: str | None, flag: str) -> dict[str, Any]:
-    if not value:
-        return {}
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError as err:
-        raise UserError(f"--{flag}: invalid JSON ({err.msg} at column {err.colno})") from None
-    if not isinstance(parsed, dict):
-        raise UserError(f"--{flag}: must be a JSON mapping of keyword arguments")
-    return parsed

@@ -13,7 +13,6 @@ The original `finetune-lm` toolkit's formats (../shared/reference/finetune-lm.md
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -141,12 +140,9 @@ def per_split(value: str | None, flag: str, splits: tuple[str, ...], default: An
     `--flag.train X` gives), or one plain value for every split."""
     if value is None:
         return {split: default for split in splits}
-    parsed: Any = value
-    if isinstance(value, str) and value.lstrip().startswith("{"):
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError as err:
-            raise UserError(f"--{flag}: invalid JSON mapping ({err.msg} at column {err.colno})") from None
+    from arguments import json_mapping
+
+    parsed: Any = json_mapping(value, flag) if isinstance(value, str) and value.lstrip().startswith("{") else value
     if not isinstance(parsed, dict):
         return {split: parsed for split in splits}
     unknown = sorted(set(parsed) - set(splits))

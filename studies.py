@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import json
 import logging
 import math
 import os
@@ -37,6 +36,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from arguments import json_mapping
 from errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -127,32 +127,18 @@ def study_settings(params: str | Mapping | None, study_kwargs: str | Mapping | N
     over one argument also varied its default `lr` unless told `__delete_field__`); `study_kwargs` and
     `optimize_kwargs` are merged over the defaults (`direction` the script's). `kl_dataset`: whether KL data is
     given (None: not known), for the check that a KL setting the study varies has a KL term to act on."""
-    given = _mapping(params, "params")
+    given = json_mapping(params, "params")
     specs = given if params is not None else default_params
     checked = tuple(_param(key, spec, argument_names, kl_dataset) for key, spec in specs.items())
     names = [p.name for p in checked]
     for name in names:
         if names.count(name) > 1:
             raise UserError(f"--params: {name} is given twice (under its name and an alias); give it once")
-    study = _merged({**DEFAULT_STUDY_KWARGS, "direction": direction}, _mapping(study_kwargs, "study_kwargs"))
+    study = _merged({**DEFAULT_STUDY_KWARGS, "direction": direction}, json_mapping(study_kwargs, "study_kwargs"))
     _check_study_kwargs(study)
-    optimize = _merged(DEFAULT_OPTIMIZE_KWARGS, _mapping(optimize_kwargs, "optimize_kwargs"))
+    optimize = _merged(DEFAULT_OPTIMIZE_KWARGS, json_mapping(optimize_kwargs, "optimize_kwargs"))
     _check_optimize_kwargs(optimize)
     return StudySettings(checked, study, optimize)
-
-
-def _mapping(value: str | Mapping | None, flag: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    parsed: Any = value
-    if isinstance(value, str):
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError as err:
-            raise UserError(f"--{flag}: invalid JSON ({err.msg} at column {err.colno})") from None
-    if not isinstance(parsed, Mapping):
-        raise UserError(f"--{flag}: must be a mapping (JSON, a config file's mapping, or --{flag}.key value), got {value!r}")
-    return dict(parsed)
 
 
 def _param(key: str, spec: Any, argument_names: Mapping[str, str], kl_dataset: bool | None) -> Param:

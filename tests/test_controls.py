@@ -144,6 +144,14 @@ class FreezingTest(parameterized.TestCase):
 
         with self.assertRaisesRegex(UserError, r"^--frozen_params and --unfrozen_params together"):
             ToolkitTrainingArguments(output_dir="x", frozen_params=["a"], unfrozen_params=["b"])
+        # The KL data's preprocessing is checked with the other early checks, before any model loads.
+        from arguments import EarlyTrainingFlags
+        from controls import check_controls
+
+        with self.assertRaisesRegex(UserError, r"^--kl_preprocessing_fn: unknown preprocessing function 'mask_all'"):
+            check_controls(EarlyTrainingFlags(kl_dataset=["k.txt"], kl_preprocessing_fn="mask_all"))
+        with self.assertRaisesRegex(UserError, r"^--kl_preprocessing_fn_kwargs: invalid JSON \(Expecting"):
+            check_controls(EarlyTrainingFlags(kl_dataset=["k.txt"], kl_preprocessing_fn_kwargs="{mask_prop: 1"))
 
 
 class NewTokensTest(absltest.TestCase):
