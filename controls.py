@@ -42,6 +42,7 @@ class TrainingControls:
     freeze_words: Optional[list[str]] = field(default=None, metadata={"help": "Words (one token each) whose embedding rows stay as they are."})
     unfreeze_words: Optional[list[str]] = field(default=None, metadata={"help": "Words (one token each) whose embedding rows are the only weights trained."})
     add_new_tokens: Optional[list[str]] = field(default=None, metadata={"help": "Tokens to add to the tokenizer (new embedding rows start at the mean embedding)."})
+    head_mask: Optional[str] = field(default=None, metadata={"help": "Mask attention heads while training and evaluating: a .npz / .pt / .json file with one (layers, heads) array per stack (encoder, decoder, cross), or a bare 2-D .npy for a model with one stack; 0 removes a head, a fraction scales it (heads.py). `python bias.py --print_mask_shape --model_name_or_path M` prints the shapes."})
 
 
 def check_control_values(c: TrainingControls) -> None:
@@ -79,10 +80,13 @@ def per_dataset(values: Sequence[Any] | None, count: int, default: Any) -> list[
     return values * count if len(values) == 1 else values
 
 
-def check_controls(c: TrainingControls, evaluates: bool | None = None) -> list[Any]:
-    """The early checks that read files: each KL dataset is read and validated (and holds enough examples), and
-    early stopping needs evaluation (`evaluates` None: not known yet). Returns the KL datasets."""
+def check_controls(c: TrainingControls, evaluates: bool | None = None, model: str | None = None) -> list[Any]:
+    """The early checks that read files: each KL dataset is read and validated (and holds enough examples),
+    early stopping needs evaluation (`evaluates` None: not known yet), and the head-mask file holds numbers (of
+    the right shapes when `model`, the starting checkpoint, is a local folder). Returns the KL datasets."""
     from lm_data import read_text_dataset
+
+    check_head_mask(c.head_mask, local_mask_shapes(model) if model else None)
 
     if c.patience is not None and evaluates is False:
         raise UserError(f"--patience {c.patience}: early stopping needs an evaluation each epoch (validation data and "
@@ -104,6 +108,52 @@ def kl_preprocessing(c: TrainingControls, model_task: str | None) -> tuple[str, 
     name = c.kl_preprocessing_fn or "identity"
     kwargs = json_mapping(c.kl_preprocessing_fn_kwargs, "kl_preprocessing_fn_kwargs")
     return name, check_preprocessing(name, kwargs, "once", model_task, "--kl_preprocessing_fn")
+
+
+# --- Head masks ------------------------------------------------------------------------------------------
+
+
+def local_mask_shapes(model: str) -> dict[str, tuple[int, int]] | None:
+    """The head-mask shapes of a local checkpoint, from its config.json (None: a Hub name or no config yet)."""
+    import json
+    import os
+
+    from heads import mask_shape
+
+    path = os.path.join(model, "config.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return mask_shape(json.load(f))
+
+
+def check_head_mask(path: str | None, shapes: dict[str, tuple[int, int]] | None) -> None:
+    """--head_mask before the heavy imports: the file exists, and holds arrays of numbers of `shapes` (when the
+    shapes are known and the file needs no torch to read: a .pt file is read once the model is loaded)."""
+    import os
+
+    if not path:
+        return
+    if not os.path.isfile(path):
+        raise UserError(f"--head_mask {path}: no such file")
+    if shapes is not None and not path.endswith(".pt"):
+        from heads import read_head_mask
+
+        read_head_mask(path, shapes)
+
+
+def apply_head_mask_flag(mask: str | dict[str, Any] | None, model: Any) -> dict[str, Any] | None:
+    """Mask `model`'s heads (heads.py's hooks) with a mask file or a mapping of stack -> (layers, heads) values;
+    None removes a mask applied before. Returns the mapping applied (None for none)."""
+    from heads import apply_head_mask, mask_shape, read_head_mask, remove_head_mask
+
+    if mask is None:
+        remove_head_mask(model)
+        return None
+    if isinstance(mask, str):
+        mask = read_head_mask(mask, mask_shape(model.config))
+    apply_head_mask(model, mask)
+    return mask
 
 
 # --- KL to the starting model ------------------------------------------------------------------------------

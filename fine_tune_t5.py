@@ -197,7 +197,7 @@ def check_inputs(task_args: TaskArguments, model_args: ModelArguments, run: Any)
     """
     entry = get_task(task_args.benchmark, task_args.dataset_name)
     check_output_dir(run.output_dir or "trainer_output", run.overwrite_output_dir, run.no_train or bool(run.resume_from_checkpoint))
-    check_controls(run)
+    check_controls(run, model=model_args.model_name_or_path)
     mode = resolve_eval_mode(entry, task_args.eval_mode)
     roles = [r for r in ("train", "validation", "test") if r in entry["splits"] and wanted(r, run)]
     if not roles:
@@ -219,9 +219,6 @@ def resolve_eval_mode(entry: Any, mode: str) -> str:
     come from generate (greedy decoding, with T5's rules for strings outside the label set).
     """
     kind = entry["eval_kind"]
-    if kind == "pairwise_preference":
-        raise UserError(f"task {entry['name']}: eval_kind pairwise_preference (sentence pairs compared by likelihood) "
-                        "is not a fine-tuning task; fine_tune_t5.py cannot evaluate it, bias.py will")
     if mode == "auto":
         return "score" if kind == "label_scoring" else "generate"
     if mode == "score" and not entry["labels"]:

@@ -143,6 +143,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         check_against_tokenizer(preprocessing, TokenInfo.from_tokenizer(tokenizer, model_task))  # before the model loads
         model = load_language_model(model_args.model_name_or_path, model_task, config=config, **hub)
         add_new_tokens(tokenizer, model, training_args.add_new_tokens)
+        if training_args.head_mask:  # for test-only scoring too (a Trainer applies it again, replacing this one)
+            from controls import apply_head_mask_flag
+
+            apply_head_mask_flag(training_args.head_mask, model)
         info = TokenInfo.from_tokenizer(tokenizer, model_task)
         logger.info("%s: %s model (%s), %s parameters", model_args.model_name_or_path, model_task, type(model).__name__,
                     f"{sum(p.numel() for p in model.parameters()):,}")
@@ -222,7 +226,7 @@ def check_inputs(model_args: LMModelArguments, data_args: LMDataArguments, opt_a
                         "column could not tell them apart: rename one")
     run_dir = run.output_dir or default_output_dir(model_args.model_name_or_path, data_args.train_file)
     training = bool(data_args.train_file) and not run.no_train
-    check_controls(run, evaluates=bool(data_args.validation_file) if training else None)
+    check_controls(run, evaluates=bool(data_args.validation_file) if training else None, model=model_args.model_name_or_path)
     # A study's rerun continues it (studies.py), in the same output dir.
     check_output_dir(run_dir, run.overwrite_output_dir, resuming=not training or bool(run.resume_from_checkpoint) or study is not None)
     if training:

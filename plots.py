@@ -1,4 +1,4 @@
-"""The figures a run writes: the loss curve (every script) and the reliability diagram (clf.py).
+"""The figures a run writes: the loss curve (every script), the reliability diagram (clf.py) and bias.py's charts.
 Written through a uniquely named temporary file and a rename, so two runs never share a temp file."""
 
 from __future__ import annotations
@@ -113,5 +113,47 @@ def plot_reliability_diagram(scores: Sequence[float], targets: Sequence[float], 
     bottom.set_xlabel("score (predicted P(yes))")
     bottom.set_ylabel("records")
     bottom.set_xlim(0, 1)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_bias_bars(labels: Sequence[str], values: Sequence[float | None], ideal: float, title: str, path: str) -> None:
+    """bias.py's chart: one bar per bias type (or kind / domain) with the ideal value as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [(label, value) for label, value in zip(labels, values) if value is not None]
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * len(shown) + 2), 4.5))
+    ax.bar(range(len(shown)), [v for _, v in shown], color=["tab:gray" if "overall" in l else "tab:blue" for l, _ in shown])
+    ax.axhline(ideal, color="tab:red", linestyle="--", label=f"ideal {ideal:g}")
+    ax.set_xticks(range(len(shown)), [label for label, _ in shown], rotation=45, ha="right")
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("%")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_head_heatmap(values: Any, path: str, title: str) -> None:
+    """A (layers, heads) array as a heatmap (bias.py's head importance), centred on 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    bound = float(np.abs(values).max()) or 1.0
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * values.shape[1] + 2), max(3.0, 0.4 * values.shape[0] + 1.5)))
+    image = ax.imshow(values, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_xticks(range(values.shape[1]))
+    ax.set_yticks(range(values.shape[0]))
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax)
     fig.tight_layout()
     _save(fig, path)

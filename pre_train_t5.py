@@ -224,7 +224,7 @@ def check_inputs(model_args: ModelArguments, data_args: DataArguments, run: Any)
     `run` holds the Trainer flags: `EarlyTrainingFlags` before the heavy imports, else the full arguments.
     """
     check_output_dir(run.output_dir or "trainer_output", run.overwrite_output_dir, run.no_train or bool(run.resume_from_checkpoint))
-    check_controls(run)
+    check_controls(run, model=model_args.model_name_or_path)
     if data_args.streaming and run.max_steps <= 0:
         raise UserError("--streaming needs --max_steps: a streamed corpus has no length to count epochs by")
     for flag in ("--model_name_or_path", "--config_name", "--tokenizer_name"):

@@ -143,7 +143,7 @@ def check_inputs(data_args: Seq2SeqDataArguments, run: Any) -> tuple[str, str, d
     resumed = preempted_run_name(data_args.mount_dir, data_args.data_name, model_dir) if run.resume_from_checkpoint == "auto" else None
     run_dir = run_path(data_args.mount_dir, data_args.training_run_name or resumed or default_run_name(data_args.data_name, model_dir))
     check_output_dir(run_dir, run.overwrite_output_dir, run.no_train or bool(run.resume_from_checkpoint))
-    check_controls(run)
+    check_controls(run, model=model_dir)
     if not run.no_train:
         check_not_model_dir(run_dir, model_dir, "--training_run_name", model_flag)
     records = load_run_records(data_args.mount_dir, data_args.data_name, data_args.train_file, data_args.eval_file,

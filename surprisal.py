@@ -58,20 +58,27 @@ def pad_rows(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-@torch.no_grad()
-def score_batch(model: Any, model_task: str, input_ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]],
-                pad_token_id: int) -> list[ScoredSequence]:
-    """Score one batch of rows (right-padded here); see the module docstring for what each task scores.
+def scored_logits(model: Any, model_task: str, input_ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]],
+                  pad_token_id: int, scored: Sequence[Sequence[int]] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The output layer's logits at the scored positions of one batch (right-padded here), with autograd.
 
-    lm rows score every position t >= 1 whose label is not -100 (labels are the inputs for lm);
-    mlm rows the positions whose label is not -100; seq2seq rows every label that is not -100.
+    Scored positions: lm rows every t >= 1 whose label is not -100 (labels are the inputs for lm), mlm rows
+    those whose label is not -100, seq2seq rows every label that is not -100; or, with `scored`, the given
+    positions of each row (of its input ids for lm / mlm, of its labels for seq2seq: e.g. a T5 target
+    `<extra_id_0> token <extra_id_1>` scored at the token only). Returns (logits (scored tokens, vocab) as
+    float32, the scored token ids, keep: a (rows, positions) bool mask of the scored positions, offset for lm).
     """
     device = next(model.parameters()).device
     ids = pad_rows(input_ids, pad_token_id).to(device)
     attention_mask = pad_rows([[1] * len(row) for row in input_ids], 0).to(device)
     target = pad_rows(labels, -100).to(device)
     offset = 1 if model_task == "lm" else 0  # lm: logits at t - 1 predict the token at t
-    keep = target[:, offset:].ne(-100)
+    if scored is None:
+        keep = target[:, offset:].ne(-100)
+    else:
+        keep = torch.zeros_like(target[:, offset:], dtype=torch.bool)
+        for i, positions in enumerate(scored):
+            keep[i, [p - offset for p in positions]] = True
     inputs = {"input_ids": ids, "attention_mask": attention_mask}
     if model_task == "seq2seq":  # teacher forcing: the labels shifted right behind the decoder start token
         inputs["decoder_input_ids"] = model.prepare_decoder_input_ids_from_labels(labels=target)
@@ -88,9 +95,26 @@ def score_batch(model: Any, model_task: str, input_ids: Sequence[Sequence[int]],
         chosen = model(**inputs).logits.float()  # (scored tokens, vocab)
     finally:
         handle.remove()
-    target = target[:, offset:]
+    return chosen, target[:, offset:][keep], keep
+
+
+def row_logprob_sums(model: Any, model_task: str, rows: Sequence[dict[str, Any]], pad_token_id: int) -> torch.Tensor:
+    """Each row's summed log-probability of its scored tokens, with autograd (one batch: `rows` as score_rows
+    takes them); for gradients of a likelihood objective, e.g. with respect to a head mask."""
+    chosen, tokens, keep = scored_logits(model, model_task, [r["input_ids"] for r in rows], [r["labels"] for r in rows],
+                                         pad_token_id, _scored(rows))
+    logprobs = chosen.gather(1, tokens[:, None])[:, 0] - torch.logsumexp(chosen, dim=-1)
+    owner = keep.nonzero(as_tuple=True)[0]
+    return torch.zeros(len(rows), dtype=logprobs.dtype, device=logprobs.device).index_add(0, owner, logprobs)
+
+
+@torch.no_grad()
+def score_batch(model: Any, model_task: str, input_ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]],
+                pad_token_id: int, scored: Sequence[Sequence[int]] | None = None) -> list[ScoredSequence]:
+    """Score one batch of rows; `scored_logits` says which positions (see also the module docstring)."""
+    chosen, tokens, keep = scored_logits(model, model_task, input_ids, labels, pad_token_id, scored)
+    offset = 1 if model_task == "lm" else 0
     normaliser = torch.logsumexp(chosen, dim=-1)
-    tokens = target[keep]
     logprobs = chosen.gather(1, tokens[:, None])[:, 0] - normaliser
     best, predicted = chosen.max(dim=-1)
     counts = keep.sum(dim=1).tolist()
@@ -103,6 +127,11 @@ def score_batch(model: Any, model_task: str, input_ids: Sequence[Sequence[int]],
     return out
 
 
+def _scored(rows: Sequence[dict[str, Any]]) -> list[list[int]] | None:
+    """The rows' own scored positions ("scored"), when they give them (all or none do)."""
+    return [list(r["scored"]) for r in rows] if rows and "scored" in rows[0] else None
+
+
 def batches_by_length(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
     """Row indices in batches of `batch_size`, longest rows first (little padding); every row once."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
@@ -112,11 +141,14 @@ def batches_by_length(lengths: Sequence[int], batch_size: int) -> Iterator[list[
 
 def score_rows(model: Any, model_task: str, rows: Sequence[dict[str, Any]], batch_size: int, pad_token_id: int,
                progress: Any = None) -> list[ScoredSequence]:
-    """`score_batch` over `rows` ({"input_ids", "labels"}), batched by length; results in the rows' order."""
+    """`score_batch` over `rows` ({"input_ids", "labels"}, optionally "scored" positions), batched by length;
+    results in the rows' order."""
     results: list[ScoredSequence | None] = [None] * len(rows)
     key = "labels" if model_task == "seq2seq" else "input_ids"
     for batch in batches_by_length([len(row["input_ids"]) + len(row[key]) for row in rows], batch_size):
-        scored = score_batch(model, model_task, [rows[i]["input_ids"] for i in batch], [rows[i]["labels"] for i in batch], pad_token_id)
+        chosen = [rows[i] for i in batch]
+        scored = score_batch(model, model_task, [r["input_ids"] for r in chosen], [r["labels"] for r in chosen], pad_token_id,
+                             _scored(chosen))
         for i, sequence in zip(batch, scored):
             results[i] = sequence
         if progress is not None:

@@ -532,8 +532,59 @@ def _toy_generator(entry: Entry, dataset_dir: Path | None) -> dict[str, list[dic
     }
 
 
+# The bias benchmarks as classification tasks (constants.BIAS): records from the native release files in
+# the dataset directory, or from the Hub's parquet copies (dataset_dir None), read by bias_data.py.
+PAIR_ORDER_SEED = 42  # CrowS-Pairs: which sentence of a pair comes first
+
+
+def _crows_pairs_classification(entry: Entry, dataset_dir: Path | None) -> dict[str, list[dict[str, Any]]]:
+    """CrowS-Pairs pairs in a seeded random order: label 1 ("true") when sentence1 is the more stereotyping
+    sentence (sent_more), 0 when the order is swapped. All go to the train split; the entry's split_rule
+    carves the validation split."""
+    import bias_data
+
+    if dataset_dir is None:
+        pairs = bias_data.load_hub("crows_pairs")
+    else:
+        pairs = bias_data.find_crows_pairs(str(dataset_dir))
+    rng = random.Random(PAIR_ORDER_SEED)
+    records = []
+    for pair in pairs:
+        label = rng.randint(0, 1)
+        first, second = (pair["sent_more"], pair["sent_less"]) if label else (pair["sent_less"], pair["sent_more"])
+        records.append({"sentence1": first, "sentence2": second, "label": label, "idx": pair["id"]})
+    return {"train": records}
+
+
+def _stereoset_classification(entry: Entry, dataset_dir: Path | None) -> dict[str, list[dict[str, Any]]]:
+    """StereoSet intersentence: (context, sentence) with label 1 for the stereotype, 0 for the anti-stereotype;
+    unrelated sentences dropped. All go to the train split; the entry's split_rule carves the validation split."""
+    import bias_data
+
+    examples = (bias_data.load_hub("stereoset") if dataset_dir is None else bias_data.find_stereoset(str(dataset_dir)))["intersentence"]
+    labels = {"stereotype": 1, "anti-stereotype": 0}
+    records = [{"context": example["context"], "sentence": sentence["sentence"], "label": labels[sentence["gold_label"]]}
+               for example in examples for sentence in example["sentences"] if sentence["gold_label"] in labels]
+    return {"train": [{**record, "idx": i} for i, record in enumerate(records)]}
+
+
+def _winobias_classification(entry: Entry, dataset_dir: Path | None) -> dict[str, list[dict[str, Any]]]:
+    """WinoBias sentences with label 1 when pro-stereotyped, 0 when anti-stereotyped; the dev files are the
+    train split and the test files the validation split (as the original did)."""
+    import bias_data
+
+    out = {}
+    for split, name in (("dev", "train"), ("test", "validation")):
+        rows = bias_data.load_hub("winobias", split) if dataset_dir is None else bias_data.read_winobias(str(dataset_dir), split)
+        out[name] = [{"sentence": row["sentence"], "label": int(row["stereotype"] == "pro"), "idx": i} for i, row in enumerate(rows)]
+    return out
+
+
 LOADERS: dict[str, Loader] = {
     "toy_generator": _toy_generator,
+    "crows_pairs_classification": _crows_pairs_classification,
+    "stereoset_classification": _stereoset_classification,
+    "winobias_classification": _winobias_classification,
 }
 
 

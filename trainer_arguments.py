@@ -19,7 +19,7 @@ from errors import UserError
 from provenance import redact_argv
 
 # The classes scripts name in their ARGUMENTS (and trainer_flags.json holds).
-SCRIPT_CLASSES = ("PreTrainingArguments", "FineTuningArguments", "MountRunArguments", "LMTrainingArguments")
+SCRIPT_CLASSES = ("PreTrainingArguments", "FineTuningArguments", "MountRunArguments", "LMTrainingArguments", "BiasRunArguments")
 
 
 @dataclass
@@ -219,6 +219,15 @@ class LMTrainingArguments(ToolkitTrainingArguments):
         if self.per_device_test_batch_size < 1:
             raise UserError(f"--per_device_test_batch_size {self.per_device_test_batch_size}: must be at least 1")
         super().__post_init__()
+
+
+@dataclass
+class BiasRunArguments(ToolkitTrainingArguments):
+    """bias.py's arguments from the Trainer's (it scores, it does not train): --output_dir (required),
+    --per_device_eval_batch_size (model rows, i.e. masked copies and candidates, per forward pass; default 32,
+    changed from the Trainer's 8), --bf16, --seed, --head_mask, --disable_tqdm."""
+
+    per_device_eval_batch_size: int = field(default=32, metadata={"help": "Model rows (masked copies, candidates) per forward pass."})
 
 
 def _other_accelerator() -> bool:

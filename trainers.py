@@ -151,6 +151,10 @@ class ToolkitTrainer(Seq2SeqTrainer):
             self.remove_callback(self._freezer_callback)
             self.freezer = self._freezer_callback = None
         terms = list(self._given_terms)
+        if getattr(args, "head_mask", None):  # before the KL term's copy: the starting model is the masked one
+            from controls import apply_head_mask_flag
+
+            apply_head_mask_flag(args.head_mask, model)
         if hasattr(args, "kl_dataset"):
             if args.frozen_params or args.unfrozen_params or args.freeze_words or args.unfreeze_words:
                 self.freezer = Freezer(model, args, self.processing_class)

@@ -30,6 +30,8 @@ sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
 
+from machine import machine  # noqa: E402  (bench/machine.py: the script's folder is on sys.path)
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -42,15 +44,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--small", action="store_true", help="a tiny model and few steps (the smoke test)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     return parser.parse_args(argv)
-
-
-def machine() -> str:
-    name = "unknown CPU"
-    if os.path.isfile("/proc/cpuinfo"):
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
-    return (f"{name} ({torch.backends.cpu.get_cpu_capability()}), {os.cpu_count()} cores, {torch.get_num_threads()} torch threads; "
-            f"torch {torch.__version__}")
 
 
 def setup(args: argparse.Namespace, tmp: str) -> tuple[Any, str, list[dict], Any]:

@@ -31,7 +31,6 @@ import importlib.metadata
 import json
 import math
 import os
-import platform
 import random
 import statistics
 import sys
@@ -44,6 +43,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
+
+from machine import cpu_description  # noqa: E402  (bench/machine.py: the script's folder is on sys.path)
 
 BOS = "<|endoftext|>"  # GPT-2's BOS = EOS = (here) pad
 MINICONS_INSTALL = "pip install --no-deps --target /tmp/minicons minicons==0.3.39 wonderwords"
@@ -224,17 +225,6 @@ def max_difference(ours: Pairs, other: Pairs) -> tuple[float, int]:
             continue
         worst = max([worst] + [abs(x - y) for (_, x), (_, y) in zip(a, b)])
     return worst, mismatched
-
-
-def cpu_description() -> dict[str, Any]:
-    name = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
-    except OSError:
-        pass
-    return {"model_name": name, "capability": torch.backends.cpu.get_cpu_capability(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
 def model_positions(lengths: list[int], batch_size: int, by_length: bool) -> int:

@@ -19,7 +19,7 @@ REQUIRED_KEYS = {
     "name", "prefix", "text_columns", "label_column_name", "labels", "value_range", "metric_names",
     "metric_to_optimize", "hub_path", "hub_config", "splits", "tsv_dir", "tsv_files", "tsv_columns",
     "tsv_headerless", "submission_file", "submission_values", "submission_labels", "predict_with",
-    "generator", "eval_kind", "loader", "split_rule",
+    "generator", "eval_kind", "loader", "split_rule", "bias_evaluation",
 }
 ENTRIES = [
     (f"{benchmark}_{task}", entry) for benchmark, tasks in DATASET_VALS.items() for task, entry in tasks.items()
@@ -34,6 +34,9 @@ class RegistryTest(parameterized.TestCase):
         self.assertEqual(set(DATASET_VALS["super_glue"]), {"boolq", "cb", "copa", "rte"})
         self.assertIn("ax", DATASET_VALS["ax"])
         self.assertIn("sentiment", DATASET_VALS["toy"])
+        self.assertEqual(set(DATASET_VALS["bias"]), {"crows_pairs", "stereoset", "winobias"})
+        self.assertEqual({t: e["bias_evaluation"] for t, e in DATASET_VALS["bias"].items()},
+                         {"crows_pairs": "crows_pairs", "stereoset": "stereoset", "winobias": "winobias"})
 
     @parameterized.named_parameters(ENTRIES)
     def test_keys(self, entry: dict[str, Any]) -> None:
@@ -56,14 +59,19 @@ class RegistryTest(parameterized.TestCase):
     @parameterized.named_parameters(ENTRIES)
     def test_splits_and_files(self, entry: dict[str, Any]) -> None:
         self.assertLessEqual(set(entry["splits"]), set(ROLES))
-        self.assertIn("test", entry["splits"])
         names = [name for role_names in entry["splits"].values() for name in role_names]
         self.assertTrue(all(entry["splits"].values()))
         self.assertEqual(len(names), len(set(names)))
-        self.assertEqual(set(names), set(entry["tsv_files"]))  # an original file for every split
+        if entry["bias_evaluation"]:  # no test split; the loader reads the benchmark's native release files
+            self.assertEqual(set(entry["splits"]), {"train", "validation"})
+            self.assertEqual(entry["tsv_files"], {})
+            self.assertIsNotNone(entry["loader"])
+        else:
+            self.assertIn("test", entry["splits"])
+            self.assertEqual(set(names), set(entry["tsv_files"]))  # an original file for every split
         self.assertTrue(entry["tsv_dir"])
         self.assertLessEqual(set(entry["tsv_headerless"]), set(names))
-        self.assertEqual(set(entry["submission_file"]), set(entry["splits"]["test"]))
+        self.assertEqual(set(entry["submission_file"]), set(entry["splits"].get("test", [])))
         self.assertEqual(len(set(entry["submission_file"].values())), len(entry["submission_file"]))
         self.assertIn(entry["submission_values"], {"label_id", "label", "float"})
         if entry["hub_path"] is None:
@@ -96,7 +104,8 @@ class RegistryTest(parameterized.TestCase):
         self.assertEqual(entry["eval_kind"] == "regression", not entry["labels"])
         if entry["loader"] is not None:
             self.assertIn(entry["loader"], tasks.LOADERS)
-        self.assertIsNone(entry["split_rule"])  # the built-in tasks ship their own validation splits
+        if entry["bias_evaluation"] is None:
+            self.assertIsNone(entry["split_rule"])  # the other built-in tasks ship their own validation splits
 
     def test_metric_names_are_the_metric_functions(self) -> None:
         self.assertEqual(set(METRIC_NAMES), set(metrics.METRICS))
@@ -161,11 +170,11 @@ class SchemaTest(parameterized.TestCase):
 
     @parameterized.named_parameters(
         ("bad_eval_kind", {"eval_kind": "scoring"},
-         r"^registry entry custom/reviews: 'eval_kind' is 'scoring'; valid: label_scoring, generation, regression, pairwise_preference$"),
+         r"^registry entry custom/reviews: 'eval_kind' is 'scoring'; valid: label_scoring, generation, regression$"),
         ("scoring_without_labels", {"labels": [], "eval_kind": "label_scoring"},
          r"'eval_kind' is 'label_scoring'; valid: regression or generation: the entry has no labels to score"),
         ("unknown_key", {"metric_name": "accuracy"},
-         r"^registry entry custom/reviews: unknown key 'metric_name' \(did you mean 'metric_names'\?\); valid keys: eval_kind, "),
+         r"^registry entry custom/reviews: unknown key 'metric_name' \(did you mean 'metric_names'\?\); valid keys: bias_evaluation, eval_kind, "),
         ("missing_key", {"prefix": None},
          r"^registry entry custom/reviews: missing key 'prefix'; required: prefix, text_columns \(or text_column_name\), labels, metric_names$"),
         ("label_ids_not_0_to_n", {"labels": {1: "negative", 2: "positive"}},

@@ -288,9 +288,6 @@ class GlueLayoutTest(parameterized.TestCase):
         self.assertEqual(resolve(DATASET_VALS["glue"]["stsb"], "auto"), "generate")
         self.assertEqual(resolve(normalize_entry("custom", "gen", {**base, "eval_kind": "generation"}), "auto"), "generate")
         self.assertEqual(resolve(DATASET_VALS["super_glue"]["cb"], "generate"), "generate")  # T5's published numbers
-        pairs = normalize_entry("custom", "pairs", {**base, "eval_kind": "pairwise_preference"})
-        with self.assertRaisesRegex(UserError, r"^task custom/pairs: eval_kind pairwise_preference .*fine_tune_t5\.py cannot evaluate it, bias\.py will$"):
-            resolve(pairs, "auto")
 
 
 class OriginalStyleEntryTest(absltest.TestCase):
