@@ -138,9 +138,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         # Heads: importance (the gradient of the bias objective w.r.t. a mask of ones), then re-score without the top K.
         outputs = RunOutputs(run.output_dir, evaluation_only=True)
-        shapes = checked.shapes or mask_shapes_of(model.config)
         if bias_args.head_importance or bias_args.mask_top_k:
             from heads import masks_without, top_heads
+
+            shapes = checked.shapes or mask_shapes_of(model.config)
 
             importance, objective = head_importance(model, model_task, benchmark, items, shapes, base_masks, run, pad)
             results["bias_objective"] = objective
@@ -204,7 +205,8 @@ def check_inputs(bias_args: BiasArguments, run: Any) -> CheckedInputs:
     if bias_args.dataset_dir is not None:
         data = bias_data.read_benchmark(entry["bias_evaluation"], bias_args.dataset_dir, bias_args.split)
         data = bias_data.head(data, bias_args.max_examples)
-    shapes = local_mask_shapes(bias_args.model_name_or_path)
+    heads_used = run.head_mask or bias_args.head_importance or bias_args.mask_top_k
+    shapes = local_mask_shapes(bias_args.model_name_or_path) if heads_used else None
     check_head_mask(run.head_mask, shapes)
     if bias_args.mask_top_k is not None and shapes is not None:
         from heads import top_heads

@@ -182,7 +182,7 @@ def backward_preference(model: Any, model_task: str, pairs: Sequence[tuple[Sente
             weight = torch.tensor([weights[owners[i]] for i in batch], dtype=sums.dtype, device=sums.device)
             objective = (sums * weight).sum()
             objective.backward()
-            total += float(objective)
+            total += float(objective.detach())
             if progress is not None:
                 progress.update(len(batch))
     finally:

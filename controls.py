@@ -86,7 +86,8 @@ def check_controls(c: TrainingControls, evaluates: bool | None = None, model: st
     the right shapes when `model`, the starting checkpoint, is a local folder). Returns the KL datasets."""
     from lm_data import read_text_dataset
 
-    check_head_mask(c.head_mask, local_mask_shapes(model) if model else None)
+    if c.head_mask:
+        check_head_mask(c.head_mask, local_mask_shapes(model) if model else None)
 
     if c.patience is not None and evaluates is False:
         raise UserError(f"--patience {c.patience}: early stopping needs an evaluation each epoch (validation data and "
@@ -115,16 +116,13 @@ def kl_preprocessing(c: TrainingControls, model_task: str | None) -> tuple[str, 
 
 def local_mask_shapes(model: str) -> dict[str, tuple[int, int]] | None:
     """The head-mask shapes of a local checkpoint, from its config.json (None: a Hub name or no config yet)."""
-    import json
     import os
 
     from heads import mask_shape
+    from records import _read_json
 
     path = os.path.join(model, "config.json")
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return mask_shape(json.load(f))
+    return mask_shape(_read_json(path)) if os.path.isfile(path) else None
 
 
 def check_head_mask(path: str | None, shapes: dict[str, tuple[int, int]] | None) -> None:

@@ -66,7 +66,7 @@ def scored_logits(model: Any, model_task: str, input_ids: Sequence[Sequence[int]
     those whose label is not -100, seq2seq rows every label that is not -100; or, with `scored`, the given
     positions of each row (of its input ids for lm / mlm, of its labels for seq2seq: e.g. a T5 target
     `<extra_id_0> token <extra_id_1>` scored at the token only). Returns (logits (scored tokens, vocab) as
-    float32, the scored token ids, keep: a (rows, positions) bool mask of the scored positions, offset for lm).
+    float32 (float64 for a float64 model), the scored token ids, keep: a (rows, positions) bool mask of the scored positions, offset for lm).
     """
     device = next(model.parameters()).device
     ids = pad_rows(input_ids, pad_token_id).to(device)
@@ -92,7 +92,8 @@ def scored_logits(model: Any, model_task: str, input_ids: Sequence[Sequence[int]
 
     handle = head.register_forward_pre_hook(scored_positions)
     try:
-        chosen = model(**inputs).logits.float()  # (scored tokens, vocab)
+        chosen = model(**inputs).logits  # (scored tokens, vocab)
+        chosen = chosen if chosen.dtype == torch.float64 else chosen.float()  # bf16 / fp16 logits: log-softmax in float32
     finally:
         handle.remove()
     return chosen, target[:, offset:][keep], keep

@@ -82,6 +82,13 @@ def lm(name: str, argv: list[str], pattern: str, model: str = "{tmp}/lm/gpt2", l
     return name, Case("finetune_lm.py", (*base, *argv), pattern, absent=(output_dir,), late=late)
 
 
+def bias(name: str, argv: list[str], pattern: str, data: str = "{tmp}/bias/crows") -> tuple[str, Case]:
+    """bias.py on a stand-in BERT folder (config.json with its sizes: enough for the early checks)."""
+    output_dir = f"{{tmp}}/out/{name}"
+    base = ("--output_dir", output_dir, "--model_name_or_path", "{tmp}/bias/bert", "--dataset_dir", data)
+    return name, Case("bias.py", (*base, *argv), pattern, absent=(output_dir,))
+
+
 def late(case: tuple[str, Case]) -> tuple[str, Case]:
     """A case found only once the model is loaded (after the heavy imports)."""
     name, c = case
@@ -253,6 +260,25 @@ CASES: list[tuple[str, Case]] = [
     finished(lm("finished_lm", ["--train_file", "{tmp}/lm/good.txt"],
                 r"^--output_dir \S+/out/finished_lm: holds a finished run \(all_results\.json\); .* --overwrite_output_dir"),
              "{tmp}/out/finished_lm"),
+    lm("lm_head_mask_wrong_shape", ["--test_file", "{tmp}/lm/good.txt", "--head_mask", "{tmp}/bias/gpt2_mask.json"],
+       r"^\S+/bias/gpt2_mask\.json: 'decoder' has shape \(1, 4\); this model's decoder mask is \(2, 4\) \(layers, heads\)$"),
+    # --- bias.py -----------------------------------------------------------------------------------
+    bias("bias_csv_without_sent_more", ["--dataset_name", "crows_pairs"],
+         r"^\S+/bias/nosent/crows_pairs_anonymized\.csv: no column 'sent_more'; a CrowS-Pairs file has columns sent_more, "
+         r"sent_less, stereo_antistereo, bias_type$", data="{tmp}/bias/nosent"),
+    bias("bias_stereoset_without_data", ["--dataset_name", "stereoset"],
+         r"^\S+/bias/nodata/dev\.json: no 'data' key; a StereoSet file is \{\"version\": \.\.\., \"data\": ", data="{tmp}/bias/nodata"),
+    bias("bias_bracket_line_without_brackets", ["--dataset_name", "winobias"],
+         r"^\S+/bias/winobias/anti_stereotyped_type1\.txt\.test line 2: no \[bracketed\] mentions; a WinoBias line looks like ",
+         data="{tmp}/bias/winobias"),
+    bias("bias_unknown_dataset_name", ["--dataset_name", "crowspairs"],
+         r"^unknown task 'crowspairs' of benchmark 'bias'; valid: crows_pairs, stereoset, winobias$"),
+    bias("bias_head_mask_wrong_shape", ["--dataset_name", "crows_pairs", "--head_mask", "{tmp}/bias/wrong_shape.json"],
+         r"^\S+/bias/wrong_shape\.json: 'encoder' has shape \(3, 3\); this model's encoder mask is \(2, 4\) \(layers, heads\)$"),
+    bias("bias_mask_not_numbers", ["--dataset_name", "crows_pairs", "--head_mask", "{tmp}/bias/words.json"],
+         r"^\S+/bias/words\.json: 'encoder' is not an array of numbers; give a \(layers, heads\) array of 0\.\.1 values$"),
+    bias("bias_mask_top_k_too_large", ["--dataset_name", "crows_pairs", "--mask_top_k", "9"],
+         r"^--mask_top_k 9: the model has 8 heads$"),
     # A regular file as --mount_dir: the run folder would lie below it (root ignores permission bits; this it cannot).
     clf("clf_run_below_a_file", ["--data_name", "clf_good"],
         r"^--output_dir \S+/a_file/models/clf_run_below_a_file: \S+/a_file is a file, not a directory", mount="{tmp}/a_file"),
@@ -304,7 +330,7 @@ def write_fixtures(tmp: str, mount: str) -> None:
     write(f"{tmp}/clf/bad.yaml", "max_steps: 10\nlearning_rate: 1e-3: x\nseed: 1\n")  # line 2 column 20
     write(f"{tmp}/clf/latin1.yaml", b"max_steps: 10\ntemplate: caf\xe9 {input}\n")
     # finetune_lm.py data (a stand-in GPT-2 folder: the early checks read its config.json only)
-    write(f"{tmp}/lm/gpt2/config.json", json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
+    write(f"{tmp}/lm/gpt2/config.json", json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_layer": 2, "n_head": 4}))
     write(f"{tmp}/lm/gpt2/tokenizer.json", "{}")
     write(f"{tmp}/lm/good.txt", "the model learns\nmissing spans\n")
     write(f"{tmp}/lm/good.csv", "text\nthe model learns\n")
@@ -314,6 +340,24 @@ def write_fixtures(tmp: str, mount: str) -> None:
     write(f"{tmp}/lm/meta_metadata.json.gz", gzip.compress(b'{"id": 1}\n{"id": 2}\n'))
     write(f"{tmp}/lm/notext.json.gz", gzip.compress(b'{"text": "a b"}\n{"labels": "c d"}\n'))
     write(f"{tmp}/lm/number_labels.jsonl", '{"text": "a b", "labels": "b"}\n{"text": "a b", "labels": 3}\n')
+    # bias.py: a stand-in BERT (2 layers x 4 heads), the benchmarks' files each broken in one way, mask files
+    write(f"{tmp}/bias/bert/config.json", json.dumps({"architectures": ["BertForMaskedLM"], "model_type": "bert",
+                                                      "num_hidden_layers": 2, "num_attention_heads": 4}))
+    write(f"{tmp}/bias/bert/tokenizer.json", "{}")
+    crows = ',sent_more,sent_less,stereo_antistereo,bias_type\n0,Zorbians cook well.,Quellans cook well.,stereo,age\n'
+    write(f"{tmp}/bias/crows/crows_pairs_anonymized.csv", crows)
+    write(f"{tmp}/bias/nosent/crows_pairs_anonymized.csv", crows.replace(",sent_more,", ",sentence,"))
+    write(f"{tmp}/bias/nodata/dev.json", json.dumps({"version": "1.0"}))
+    for stereotype in ("pro", "anti"):
+        for kind in (1, 2):
+            pronoun = "he" if stereotype == "pro" else "she"
+            lines = [f"1 [The baker] thanked the clerk because [{pronoun}] was kind.", f"2 The baker met the clerk because {pronoun} was late."]
+            if (stereotype, kind) != ("anti", 1):
+                lines[1] = f"2 [The baker] met the clerk because [{pronoun}] was late."
+            write(f"{tmp}/bias/winobias/{stereotype}_stereotyped_type{kind}.txt.test", "\n".join(lines) + "\n")
+    write(f"{tmp}/bias/wrong_shape.json", json.dumps({"encoder": [[1, 1, 1]] * 3}))
+    write(f"{tmp}/bias/words.json", json.dumps({"encoder": "all heads"}))
+    write(f"{tmp}/bias/gpt2_mask.json", json.dumps({"decoder": [[1, 0, 1, 1]]}))
     # damaged model, checkpoint, output dir
     write(f"{tmp}/broken_config/config.json", '{"model_type": "t5"\n"d_model": 4}\n')  # line 2 column 1
     write(f"{tmp}/broken_config/spiece.model", b"\x00")
@@ -395,7 +439,7 @@ class BadInputTest(parameterized.TestCase):
 
     def test_catalogue_covers_every_script(self) -> None:
         counts = {script: sum(case.script == script for _, case in CASES)
-                  for script in ("pre_train_t5.py", "fine_tune_t5.py", "seq2seq.py", "clf.py", "finetune_lm.py")}
+                  for script in ("pre_train_t5.py", "fine_tune_t5.py", "seq2seq.py", "clf.py", "finetune_lm.py", "bias.py")}
         self.assertGreaterEqual(min(counts.values()), 5, counts)
 
 

@@ -253,3 +253,200 @@ class BiasScriptTest(parameterized.TestCase):
                 self.assertAlmostEqual(got[key], want[key], delta=1e-4)
             self.assertEqual({k: v for k, v in got.items() if not k.endswith("_score")},
                              json.loads(json.dumps({k: v for k, v in want.items() if not k.endswith("_score")})))
+
+
+class HeadImportanceTest(absltest.TestCase):
+    """--head_importance is the gradient of the bias objective; --mask_top_k re-scores without the top heads."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        import bias_data
+
+        cls.tmp = tempfile.mkdtemp()
+        bias_data.write_bias_fixtures(os.path.join(cls.tmp, "data"))
+        cls.pairs = bias_data.read_crows_pairs(os.path.join(cls.tmp, "data", bias_data.CROWS_PAIRS_FILE))[:6]
+
+    def test_gradient_equals_the_objectives_finite_difference(self) -> None:
+        from heads import apply_head_mask, mask_shape, ones_masks
+
+        tokenizer, model = tiny_lm_tokenizer("bert"), tiny_lm("bert").double().eval()
+        items = bias_scoring.crows_pairs_items(self.pairs, Scorer.of(tokenizer, "mlm"))
+        pairs = bias_scoring.preference_pairs("crows_pairs", items)
+        shapes = mask_shape(model.config)
+        masks = ones_masks(shapes, requires_grad=True)
+        apply_head_mask(model, masks)
+        objective = bias_scoring.backward_preference(model, "mlm", pairs, 5, tokenizer.pad_token_id)
+        gradient = masks["encoder"].grad.numpy()
+        self.assertEqual(gradient.shape, (2, 4))
+        self.assertTrue(all(p.grad is None for p in model.parameters()))  # the model's own weights get none
+
+        def objective_at(mask: np.ndarray) -> float:
+            apply_head_mask(model, {"encoder": mask})
+            scores = bias_scoring.score_items(model, items, 7, tokenizer.pad_token_id, "mlm")
+            return float(np.mean([s["sent_more"] - s["sent_less"] for s in scores]))
+
+        self.assertAlmostEqual(objective, objective_at(np.ones((2, 4))), delta=1e-9)
+        eps = 1e-4
+        for layer, head in ((0, 1), (1, 3)):
+            up, down = np.ones((2, 4)), np.ones((2, 4))
+            up[layer, head] += eps
+            down[layer, head] -= eps
+            difference = (objective_at(up) - objective_at(down)) / (2 * eps)
+            self.assertLess(abs(gradient[layer, head] - difference), 1e-5 * max(1.0, abs(difference)))  # float32 mask grads
+
+    def test_script_writes_importance_and_masks_the_top_k(self) -> None:
+        import bias
+        from heads import apply_head_mask, masks_without, top_heads
+        from modeling import load_language_model
+        from tests.fixtures import save_tiny_lm
+
+        model_dir = save_tiny_lm(os.path.join(self.tmp, "bert"), "bert")
+        out = os.path.join(self.tmp, "out")
+        results = bias.main(["--dataset_name", "crows_pairs", "--dataset_dir", os.path.join(self.tmp, "data"), "--model_name_or_path",
+                             model_dir, "--output_dir", out, "--head_importance", "--mask_top_k", "3", "--max_examples", "6",
+                             "--disable_tqdm", "True", "--report_to", "none"])
+        with np.load(os.path.join(out, "head_importance.npz")) as saved:
+            importance = {k: saved[k] for k in saved.files}
+        self.assertEqual(list(importance), ["encoder"])
+        self.assertTrue(os.path.isfile(os.path.join(out, "head_importance_encoder.png")))
+        heads = top_heads(importance, 3)
+        self.assertEqual(results["mask_top_k"]["heads"], [list(h) for h in heads])
+        flat = np.sort(importance["encoder"].ravel())[::-1]
+        self.assertEqual(sorted(importance["encoder"][layer, head] for _, layer, head in heads), sorted(flat[:3]))
+        # "after" is the metric of an independent scoring with those heads masked.
+        tokenizer = tiny_lm_tokenizer("bert")
+        model = load_language_model(model_dir, "mlm").eval()
+        apply_head_mask(model, masks_without({"encoder": (2, 4)}, heads))
+        items = bias_scoring.crows_pairs_items(self.pairs, Scorer.of(tokenizer, "mlm"))
+        rows = bias_scoring.metric_rows("crows_pairs", items, bias_scoring.score_items(model, items, 4, tokenizer.pad_token_id, "mlm"))
+        self.assertEqual(results["mask_top_k"]["after"], crows_pairs_metrics(rows)["metric_score"])
+        with gzip.open(os.path.join(out, "scores.jsonl.gz"), "rt") as f:
+            written = [json.loads(line) for line in f]
+        for got, want in zip(written, rows):
+            self.assertAlmostEqual(got["sent_more_score_masked"], want["sent_more_score"], delta=1e-4)
+        self.assertEqual(results["mask_top_k"]["before"], results["metrics"]["metric_score"])
+        self.assertIsInstance(results["bias_objective"], float)
+
+
+class BiasRegistryTest(absltest.TestCase):
+    """The bias benchmarks as registry tasks: the original's dataset classes, seeded, trained by fine_tune_t5.py."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        import bias_data
+
+        cls.tmp = tempfile.mkdtemp()
+        cls.data = os.path.join(cls.tmp, "data")
+        bias_data.write_bias_fixtures(cls.data)
+        cls.bias_data = bias_data
+
+    def splits(self, task: str) -> Any:
+        from tasks import get_task, load_task_splits
+
+        return load_task_splits(get_task("bias", task), dataset_dir=self.data)
+
+    def test_crows_pairs_pairs_in_a_seeded_order_80_20(self) -> None:
+        pairs = {p["id"]: p for p in self.bias_data.find_crows_pairs(self.data)}
+        splits = self.splits("crows_pairs")
+        self.assertEqual((len(splits["train"]), len(splits["validation"])), (len(pairs) - round(0.2 * len(pairs)), round(0.2 * len(pairs))))
+        rows = [row for split in splits.values() for row in split]
+        self.assertEqual(sorted(r["idx"] for r in rows), sorted(pairs))
+        for row in rows:
+            pair = pairs[row["idx"]]
+            expected = (pair["sent_more"], pair["sent_less"]) if row["label"] == 1 else (pair["sent_less"], pair["sent_more"])
+            self.assertEqual((row["sentence1"], row["sentence2"]), expected)
+        self.assertEqual({r["label"] for r in rows}, {0, 1})
+        again = self.splits("crows_pairs")
+        self.assertEqual(again["validation"].to_list(), splits["validation"].to_list())  # seeded
+
+    def test_stereoset_intersentence_without_unrelated_70_30(self) -> None:
+        examples = self.bias_data.find_stereoset(self.data)["intersentence"]
+        expected = sorted((e["context"], s["sentence"], int(s["gold_label"] == "stereotype")) for e in examples for s in e["sentences"]
+                          if s["gold_label"] != "unrelated")
+        splits = self.splits("stereoset")
+        rows = [row for split in splits.values() for row in split]
+        self.assertEqual(sorted((r["context"], r["sentence"], r["label"]) for r in rows), expected)
+        self.assertEqual(len(splits["validation"]), round(0.3 * len(expected)))
+
+    def test_winobias_dev_trains_test_validates(self) -> None:
+        splits = self.splits("winobias")
+        for split, files in (("train", "dev"), ("validation", "test")):
+            records = self.bias_data.read_winobias(self.data, files)
+            self.assertEqual([(r["sentence"], r["label"]) for r in splits[split]],
+                             [(r["sentence"], int(r["stereotype"] == "pro")) for r in records])
+
+    def test_fine_tune_t5_trains_a_classifier_on_it(self) -> None:
+        import fine_tune_t5
+        from tests.fixtures import save_tiny_t5
+
+        model = save_tiny_t5(os.path.join(self.tmp, "tiny"))
+        results = fine_tune_t5.main(["--benchmark", "bias", "--dataset_name", "stereoset", "--dataset_dir", self.data,
+                                     "--model_name_or_path", model, "--output_dir", os.path.join(self.tmp, "ft"), "--max_steps", "3",
+                                     "--per_device_train_batch_size", "4", "--disable_tqdm", "True", "--report_to", "none",
+                                     "--save_strategy", "no"])
+        self.assertIn(results["eval_accuracy"], {100.0 * k / 5 for k in range(6)})  # 5 validation examples
+        self.assertTrue(np.isfinite(results["train_loss"]))
+
+
+class HeadMaskFlagTest(absltest.TestCase):
+    """--head_mask on the other scripts: finetune_lm.py's test scoring and the Trainer of every training script."""
+
+    def test_finetune_lm_scores_with_the_mask(self) -> None:
+        import finetune_lm
+        from tests.fixtures import save_tiny_lm
+
+        tmp = tempfile.mkdtemp()
+        model = save_tiny_lm(os.path.join(tmp, "gpt2"), "gpt2")
+        data = os.path.join(tmp, "stimuli.txt")
+        with open(data, "w") as f:
+            f.write("the model learns small text quickly\nthe decoder predicts tokens\n")
+        masks = {"ones": [[1, 1, 1, 1]] * 2, "zeros": [[0, 0, 0, 0], [1, 0.5, 1, 1]]}
+        surprisals = {}
+        for name, mask in [("none", None), *masks.items()]:
+            argv = ["--model_name_or_path", model, "--test_file", data, "--output_dir", os.path.join(tmp, name), "--disable_tqdm", "True"]
+            if mask is not None:
+                with open(os.path.join(tmp, f"{name}.json"), "w") as f:
+                    json.dump({"decoder": mask}, f)
+                argv += ["--head_mask", os.path.join(tmp, f"{name}.json")]
+            finetune_lm.main(argv + ["--report_to", "none"])
+            with gzip.open(os.path.join(tmp, name, f"{model.replace('/', '-')}-test_results.csv.gz"), "rt") as f:
+                import csv
+
+                surprisals[name] = [float(r["surprisal"]) for r in csv.DictReader(f)]
+        self.assertEqual(surprisals["ones"], surprisals["none"])
+        self.assertNotEqual(surprisals["zeros"], surprisals["none"])
+        # The masked values are the model's with the mask applied directly.
+        from heads import apply_head_mask
+
+        tokenizer, lm = tiny_lm_tokenizer("gpt2"), tiny_lm("gpt2").eval()
+        apply_head_mask(lm, {"decoder": np.array(masks["zeros"])})
+        ids = [tokenizer.bos_token_id] + tokenizer("the model learns small text quickly")["input_ids"]
+        expected = [-lp / np.log(2) for lp in causal_logprobs(lm, ids)]
+        np.testing.assert_allclose(surprisals["zeros"][: len(expected)], expected, atol=1e-4)
+
+    def test_trainer_applies_it(self) -> None:
+        from heads import mask_shape
+        from trainer_arguments import ToolkitTrainingArguments
+        from trainers import ToolkitTrainer
+
+        tmp = tempfile.mkdtemp()
+        model = tiny_lm("t5")
+        shapes = mask_shape(model.config)
+        path = os.path.join(tmp, "mask.npz")
+        np.savez(path, cross=np.zeros(shapes["cross"]))
+        batch = {"input_ids": torch.tensor([[5, 6, 7, 1]]), "labels": torch.tensor([[8, 9, 1]])}
+        with torch.no_grad():
+            before = model(**batch).logits
+        args = ToolkitTrainingArguments(output_dir=tmp, head_mask=path, report_to="none")
+        trainer = ToolkitTrainer(model=model, args=args)
+        with torch.no_grad():
+            after = trainer.model(**batch).logits
+        self.assertFalse(torch.allclose(before, after))
+        encoder_out = trainer.model.encoder(input_ids=batch["input_ids"]).last_hidden_state
+        self.assertTrue(torch.isfinite(encoder_out).all())
+        model.decoder.block[0].layer[1].EncDecAttention.o.register_forward_hook(
+            lambda module, args, output: self.assertTrue(torch.equal(output, torch.zeros_like(output))))
+        with torch.no_grad():
+            trainer.model(**batch)  # the cross-attention outputs are zero: every cross head masked
