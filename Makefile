@@ -19,7 +19,8 @@ $(VENV)/.installed: requirements.txt
 
 # Pre-train a tiny T5 (tokenizer trained on the corpus) on the Python standard library's docstrings,
 # then fine-tune it on the offline toy sentiment task and print its accuracy, and score the shipped
-# garden-path stimuli per token with the pre-trained model (each word masked in turn).
+# garden-path stimuli per token with the pre-trained model (each word masked in turn), and rank the synthetic
+# CrowS-Pairs fixture's sentence pairs with it (bias.py), with the 4 most bias-important heads masked too.
 demo: install
 	$(RUN) pre_train_t5.py --output_dir $(DEMO_DIR)/pretrain --overwrite_output_dir \
 	  --train_tokenizer_vocab_size 1000 --d_model 128 --d_ff 256 --d_kv 32 --num_layers 2 --num_heads 4 \
@@ -33,6 +34,10 @@ demo: install
 	rm -rf $(DEMO_DIR)/surprisal
 	$(RUN) finetune_lm.py --model_name_or_path $(DEMO_DIR)/pretrain --test_file mount/data/stimuli.txt \
 	  --data_preprocessing_fn.test expand_with_masks --output_dir $(DEMO_DIR)/surprisal --test_output_file_prefix demo
+	rm -rf $(DEMO_DIR)/bias $(DEMO_DIR)/bias_data
+	$(RUN) bias_data.py $(DEMO_DIR)/bias_data
+	$(RUN) bias.py --dataset_name crows_pairs --dataset_dir $(DEMO_DIR)/bias_data --model_name_or_path $(DEMO_DIR)/pretrain \
+	  --output_dir $(DEMO_DIR)/bias --head_importance --mask_top_k 4 --disable_tqdm True
 
 # DeepSpeed is optional for users; the tests run ZeRO-2 on the CPU, so `make test` installs it too.
 $(VENV)/.installed-deepspeed: requirements-deepspeed.txt $(VENV)/.installed
@@ -46,6 +51,7 @@ bench: install
 	$(RUN) bench/collator.py
 	$(RUN) bench/eval_modes.py
 	$(RUN) bench/pretrain_throughput.py
+	$(RUN) bench/bias.py
 
 clean:
 	rm -rf runs

@@ -306,13 +306,13 @@ def table_rows(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, dic
     """The metrics as labelled rows: every mapping of numbers in the nested results is one row, labelled by its
     path ("overall", "by_bias_type/gender", "intrasentence/race", "type1")."""
     scalars = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
-    top = "summary" if isinstance(metrics.get("overall"), dict) else "overall"  # WinoBias: type1_minus_type2 beside "overall"
-    rows = [(prefix or top, scalars)] if scalars else []
+    summary = isinstance(metrics.get("overall"), dict)  # WinoBias: type1_minus_type2 beside "overall", shown last
+    rows = [(prefix or "overall", scalars)] if scalars and not summary else []
     for key, value in metrics.items():
         if isinstance(value, dict):
             label = f"{prefix}/{key}" if prefix else key
             rows += table_rows(value, label.removeprefix("by_bias_type/"))
-    return rows
+    return rows + ([(prefix or "summary", scalars)] if scalars and summary else [])
 
 
 def format_table(title: str, metrics: dict[str, Any]) -> str:

@@ -123,5 +123,16 @@ class KLBenchSmokeTest(absltest.TestCase):
         self.assertIn("ratio on/off", stdout)
 
 
+class BiasBenchSmokeTest(absltest.TestCase):
+    def test_tiny_run_times_both_and_the_scores_agree(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            report, stdout = run_bench(self, "bias.py", ["--small", "--pairs", "6", "--repeats", "1"], os.path.join(tmp, "bias.json"))
+        self.assertEqual(report["pairs"], 6)
+        self.assertGreater(report["masked_copies"], 6 * 2 * 3)
+        self.assertLess(report["max_abs_score_difference"], 1e-4)
+        self.assertEqual(set(report["median_seconds"]), {"reference", "ours"})
+        self.assertIn("speedup", stdout)
+
+
 if __name__ == "__main__":
     absltest.main()

@@ -450,3 +450,31 @@ class HeadMaskFlagTest(absltest.TestCase):
             lambda module, args, output: self.assertTrue(torch.equal(output, torch.zeros_like(output))))
         with torch.no_grad():
             trainer.model(**batch)  # the cross-attention outputs are zero: every cross head masked
+
+
+class OutputFormTest(absltest.TestCase):
+    def test_print_mask_shape(self) -> None:
+        import contextlib
+        import io
+
+        import bias
+        from tests.fixtures import save_tiny_lm
+
+        model = save_tiny_lm(os.path.join(tempfile.mkdtemp(), "t5"), "t5")
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            bias.main(["--print_mask_shape", "--model_name_or_path", model])
+        self.assertEqual(printed.getvalue(), '{"encoder": [2, 4], "decoder": [2, 4], "cross": [2, 4]}\n')
+
+    def test_table(self) -> None:
+        import bias
+
+        metrics = winobias_metrics([{"type": 1, "pro_score": -1.0, "anti_score": -2.0}, {"type": 2, "pro_score": -1.0, "anti_score": -1.0}])
+        self.assertEqual(bias.format_table("winobias", metrics).splitlines(), [
+            "winobias",
+            "              pairs  pro_preferred  anti_preferred      ties       gap  type1_minus_type2",
+            "type1             1         100.00            0.00         0    100.00                  -",
+            "type2             1           0.00            0.00         1      0.00                  -",
+            "overall           2          50.00            0.00         1     50.00                  -",
+            "summary           -              -               -         -         -             100.00",
+        ])
