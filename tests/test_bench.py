@@ -130,7 +130,8 @@ class BiasBenchSmokeTest(absltest.TestCase):
         self.assertEqual(report["pairs"], 6)
         self.assertGreater(report["masked_copies"], 6 * 2 * 3)
         self.assertLess(report["max_abs_score_difference"], 1e-4)
-        self.assertEqual(set(report["median_seconds"]), {"reference", "ours"})
+        self.assertEqual(set(report["median_seconds"]), {"reference", "batched_all_positions", "ours"})
+        self.assertLess(report["max_abs_score_difference_batched_all_positions"], 1e-4)
         self.assertIn("speedup", stdout)
 
 

@@ -121,17 +121,32 @@ class SpanScoringTest(parameterized.TestCase):
             expected = np.mean([float(torch.log_softmax(logits[k], -1)[labels[k]]) for k in range(1, len(labels) - 1)])
         self.assertAlmostEqual(got, expected, delta=2e-5)
 
-    def test_intersentence_scores_the_sentence_after_its_context(self) -> None:
-        tokenizer, model = tiny_lm_tokenizer("gpt2"), tiny_lm("gpt2").eval()
+    @parameterized.parameters("gpt2", "bert", "t5")
+    def test_intersentence_scores_the_sentence_after_its_context(self, kind: str) -> None:
+        tokenizer, model = tiny_lm_tokenizer(kind), tiny_lm(kind).eval()
         context, sentence = "the model learns text.", "the decoder predicts tokens."
         text = f"{context} {sentence}"
-        scoring = span_scoring(Scorer.of(tokenizer, "lm"), text, len(context) + 1, len(text))
-        (got,) = score_sentences(model, "lm", [scoring], batch_size=4, pad_token_id=pad_of(tokenizer))
+        scoring = span_scoring(Scorer.of(tokenizer, TASKS[kind]), text, len(context) + 1, len(text))
+        (got,) = score_sentences(model, TASKS[kind], [scoring], batch_size=4, pad_token_id=pad_of(tokenizer))
         encoded = tokenizer(text, return_offsets_mapping=True)
-        ids = [tokenizer.bos_token_id] + list(encoded["input_ids"])
-        inside = [i + 1 for i, (s, e) in enumerate(encoded["offset_mapping"]) if e > len(context) + 1 - 1 and s >= len(context)]
-        logprobs = causal_logprobs(model, ids)
-        self.assertAlmostEqual(got, np.mean([logprobs[t - 1] for t in inside]), delta=2e-5)
+        ids = list(encoded["input_ids"])
+        special = set(tokenizer.all_special_ids)
+        inside = [i for i, (s, e) in enumerate(encoded["offset_mapping"]) if e > s and s >= len(context) and ids[i] not in special]
+        self.assertEqual(tokenizer.decode([ids[i] for i in inside]).replace(" ", ""), sentence.replace(" ", ""))
+        if kind == "gpt2":
+            logprobs = causal_logprobs(model, [tokenizer.bos_token_id] + ids)
+            expected = np.mean([logprobs[i] for i in inside])
+        elif kind == "bert":
+            expected = np.mean([masked_logprob(model, kind, tokenizer, ids, i) for i in inside])
+        else:  # the continuation behind one sentinel: input "context <extra_id_0> </s>"
+            first, second = tokenizer.convert_tokens_to_ids(["<extra_id_0>", "<extra_id_1>"])
+            inputs = ids[: inside[0]] + [first] + ids[inside[-1] + 1:]
+            self.assertEqual(inputs[-2:], [first, tokenizer.eos_token_id])
+            labels = [first] + [ids[i] for i in inside] + [second]
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([inputs]), labels=torch.tensor([labels])).logits[0].double()
+            expected = np.mean([float(torch.log_softmax(logits[k], -1)[labels[k]]) for k in range(1, len(labels) - 1)])
+        self.assertAlmostEqual(got, expected, delta=2e-5)
 
     def test_filled_word_follows_the_official_word_index_rule(self) -> None:
         self.assertEqual(bias_scoring.filled_word_span("Many people are BLANK.", "Many people are zorbian."), (16, 23))
