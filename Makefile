@@ -52,6 +52,7 @@ bench: install
 	$(RUN) bench/eval_modes.py
 	$(RUN) bench/pretrain_throughput.py
 	$(RUN) bench/bias.py
+	$(RUN) bench/lora_memory.py
 
 clean:
 	rm -rf runs

@@ -200,6 +200,7 @@ def check_inputs(bias_args: BiasArguments, run: Any) -> CheckedInputs:
                         f"valid: {', '.join(bias_tasks) or 'none in benchmark ' + bias_args.benchmark}")
     if not run.output_dir:
         raise UserError("--output_dir is required: results.json, scores.jsonl.gz and the chart go there")
+    check_no_training_controls(run)
     check_model_source(bias_args.model_name_or_path, "--model_name_or_path", needs_tokenizer=bias_args.tokenizer_name is None)
     data = None
     if bias_args.dataset_dir is not None:
@@ -214,6 +215,20 @@ def check_inputs(bias_args: BiasArguments, run: Any) -> CheckedInputs:
         top_heads({stack: _zeros(shape) for stack, shape in shapes.items()}, bias_args.mask_top_k)
     check_output_dir(run.output_dir, overwrite=True)  # evaluation files take new names beside earlier ones
     return CheckedInputs(entry, data, shapes, bias_args.model_task or local_model_task(bias_args.model_name_or_path))
+
+
+def check_no_training_controls(run: Any) -> None:
+    """bias.py scores and never trains: a training control (controls.py) other than --head_mask is a mistake, not a
+    flag to ignore."""
+    import dataclasses
+
+    from controls import TrainingControls
+
+    for f in dataclasses.fields(TrainingControls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if f.name != "head_mask" and getattr(run, f.name) != default:
+            raise UserError(f"--{f.name}: a training flag, and bias.py only scores; give an adapter directory as "
+                            "--model_name_or_path to score a LoRA-trained model, or train with finetune_lm.py first")
 
 
 def _registry(benchmark: str) -> dict[str, Any]:

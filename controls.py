@@ -42,6 +42,11 @@ class TrainingControls:
     freeze_words: Optional[list[str]] = field(default=None, metadata={"help": "Words (one token each) whose embedding rows stay as they are."})
     unfreeze_words: Optional[list[str]] = field(default=None, metadata={"help": "Words (one token each) whose embedding rows are the only weights trained."})
     add_new_tokens: Optional[list[str]] = field(default=None, metadata={"help": "Tokens to add to the tokenizer (new embedding rows start at the mean embedding)."})
+    lora_r: Optional[int] = field(default=None, metadata={"help": "Train LoRA adapters of this rank (peft) instead of the whole model: only the adapters train and are saved (adapters.py)."})
+    lora_alpha: Optional[float] = field(default=None, metadata={"help": "LoRA's scale numerator: updates are scaled by lora_alpha / lora_r (default: lora_r, i.e. 1)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA adapters' input."})
+    lora_target_modules: Optional[list[str]] = field(default=None, metadata={"help": "The layers that get adapters: module names (T5's default: q k v o wi wi_0 wi_1 wo; other models: peft's default for the type) or one regular expression matched against the whole module name (peft takes no globs)."})
+    merge_lora: bool = field(default=False, metadata={"help": "After training, also save the model with the adapters merged into its weights, in <output_dir>/merged."})
     head_mask: Optional[str] = field(default=None, metadata={"help": "Mask attention heads while training and evaluating: a .npz / .pt / .json file with one (layers, heads) array per stack (encoder, decoder, cross), or a bare 2-D .npy for a model with one stack; 0 removes a head, a fraction scales it (heads.py). `python bias.py --print_mask_shape --model_name_or_path M` prints the shapes."})
 
 
@@ -72,6 +77,14 @@ def check_control_values(c: TrainingControls) -> None:
         raise UserError(f"--min_epochs {c.min_epochs} / --delta {c.delta}: must not be negative")
     if (c.min_epochs or c.delta) and c.patience is None:
         raise UserError("--min_epochs / --delta without --patience: they shape early stopping, which --patience turns on")
+    from adapters import check_lora_values
+
+    check_lora_values(c.lora_r, c.lora_alpha, c.lora_dropout, c.lora_target_modules)
+    if c.lora_r is not None:
+        for name in ("frozen_params", "unfrozen_params", "freeze_words", "unfreeze_words", "add_new_tokens"):
+            if getattr(c, name):
+                raise UserError(f"--{name} with --lora_r: LoRA trains its adapters and nothing else, and saves only them; "
+                                f"leave --{name} out, or train the whole model without --lora_r")
 
 
 def per_dataset(values: Sequence[Any] | None, count: int, default: Any) -> list[Any]:
@@ -88,6 +101,7 @@ def check_controls(c: TrainingControls, evaluates: bool | None = None, model: st
 
     if c.head_mask:
         check_head_mask(c.head_mask, local_mask_shapes(model) if model else None)
+    check_lora_source(c, model)
 
     if c.patience is not None and evaluates is False:
         raise UserError(f"--patience {c.patience}: early stopping needs an evaluation each epoch (validation data and "
@@ -99,6 +113,21 @@ def check_controls(c: TrainingControls, evaluates: bool | None = None, model: st
             raise UserError(f"--kl_dataset {dataset.path}: holds {len(dataset)} examples, fewer than --kl_examples_per_step {n} "
                             "(each step draws that many without replacement)")
     return datasets
+
+
+def check_lora_source(c: TrainingControls, model: str | None) -> None:
+    """--lora_r needs a pretrained model that is not already an adapter (which a run continues as it is);
+    --merge_lora needs adapters: --lora_r, or an adapter directory to continue."""
+    import os
+
+    from adapters import adapter_base
+
+    adapter = bool(model and os.path.isdir(model) and adapter_base(model))
+    if c.lora_r is not None and adapter:
+        raise UserError(f"--lora_r {c.lora_r} with the adapter directory {model}: a run continues training its adapter "
+                        "as saved; leave --lora_r out (or give the base model to start new adapters)")
+    if c.merge_lora and c.lora_r is None and not adapter:
+        raise UserError("--merge_lora without adapters: give --lora_r, or an adapter directory as the model, to merge")
 
 
 def kl_preprocessing(c: TrainingControls, model_task: str | None) -> tuple[str, dict[str, Any]]:
@@ -121,7 +150,9 @@ def local_mask_shapes(model: str) -> dict[str, tuple[int, int]] | None:
     from heads import mask_shape
     from records import _read_json
 
-    path = os.path.join(model, "config.json")
+    from adapters import model_source
+
+    path = os.path.join(model_source(model), "config.json")
     return mask_shape(_read_json(path)) if os.path.isfile(path) else None
 
 

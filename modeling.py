@@ -104,6 +104,12 @@ def check_model_source(name: str, flag: str, needs_config: bool = True, needs_to
     whose loading is tried, and its failure reported, when the model is loaded.
     """
     if os.path.isdir(name):
+        from adapters import adapter_base
+
+        base = adapter_base(name)
+        if base is not None:  # a LoRA adapter: its base model must be loadable, the tokenizer is saved beside the adapter
+            check_model_source(base, f"{flag} {name!r}: its adapter_config.json's base_model_name_or_path")
+            needs_config = False
         config = os.path.join(name, "config.json")
         if needs_config and not os.path.isfile(config):
             raise UserError(f"{flag} {name!r}: the directory holds no config.json; give a saved model's directory or a Hub name")
@@ -160,8 +166,10 @@ def load_tokenizer(name_or_path: str, flag: str = "--tokenizer_name", **kwargs: 
 def load_config(name_or_path: str, flag: str = "--config_name", **overrides: Any) -> Any:
     from transformers import AutoConfig
 
+    from adapters import model_source
+
     try:
-        return AutoConfig.from_pretrained(name_or_path, **overrides)
+        return AutoConfig.from_pretrained(model_source(name_or_path), **overrides)
     except (OSError, ValueError) as err:
         raise _load_error("model config", flag, name_or_path, err) from None
 
@@ -207,8 +215,11 @@ def model_task_of(config: Any) -> str | None:
 
 
 def local_model_task(name: str) -> str | None:
-    """`model_task_of` a local model directory's config.json (stdlib only); None for a Hub name or no answer."""
-    config = os.path.join(name, "config.json")
+    """`model_task_of` a local model directory's config.json (stdlib only; an adapter directory's base model's);
+    None for a Hub name or no answer."""
+    from adapters import model_source
+
+    config = os.path.join(model_source(name), "config.json")
     if not os.path.isfile(config):
         return None
     from records import read_records
@@ -236,7 +247,13 @@ def load_language_model(name_or_path: str, model_task: str, flag: str = "--model
 
 
 def _from_pretrained(model_class: Any, name_or_path: str, flag: str, **kwargs: Any) -> Any:
-    """`model_class.from_pretrained` with one-line errors for a missing model and a damaged weights file."""
+    """`model_class.from_pretrained` with one-line errors for a missing model and a damaged weights file; a LoRA
+    adapter directory gives its base model with the adapter on it (adapters.py), trainable."""
+    from adapters import adapter_base, load_adapter
+
+    base = adapter_base(name_or_path) if os.path.isdir(name_or_path) else None
+    if base is not None:
+        return load_adapter(_from_pretrained(model_class, base, f"{flag} {name_or_path!r}: its base model", **kwargs), name_or_path)
     try:
         return model_class.from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError) as err:

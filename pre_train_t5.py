@@ -225,6 +225,9 @@ def check_inputs(model_args: ModelArguments, data_args: DataArguments, run: Any)
     """
     check_output_dir(run.output_dir or "trainer_output", run.overwrite_output_dir, run.no_train or bool(run.resume_from_checkpoint))
     check_controls(run, model=model_args.model_name_or_path)
+    if run.lora_r is not None and not model_args.model_name_or_path:
+        raise UserError(f"--lora_r {run.lora_r}: LoRA adapts a pretrained model, and this run builds a new one; give "
+                        "--model_name_or_path (or pre-train without --lora_r)")
     if data_args.streaming and run.max_steps <= 0:
         raise UserError("--streaming needs --max_steps: a streamed corpus has no length to count epochs by")
     for flag in ("--model_name_or_path", "--config_name", "--tokenizer_name"):

@@ -35,6 +35,9 @@ def setup_logging(training_args: Any) -> None:
     transformers.utils.logging.set_verbosity(logging.WARNING)
     logging.getLogger("transformers.trainer").setLevel(level)  # keeps "***** Running training *****" and friends
     datasets.utils.logging.set_verbosity(logging.WARNING)
+    from trainer_arguments import warn_about_cpu_bf16
+
+    warn_about_cpu_bf16(training_args)
 
 
 class PreemptionCallback:
@@ -120,6 +123,12 @@ def run_training(trainer: Any, model_dir: str | None = None) -> dict[str, float]
     try:
         trainer.save_model(model_dir or args.output_dir)
         trainer.save_state()
+        if getattr(args, "merge_lora", False) and trainer.is_world_process_zero():
+            from adapters import MERGED_DIR, save_merged
+
+            base_model = trainer.accelerator.unwrap_model(trainer.model).get_base_model()
+            save_merged(model_dir or args.output_dir, os.path.join(model_dir or args.output_dir, MERGED_DIR), type(base_model),
+                        trainer.processing_class)
     except Exception as err:
         if not no_space_left(err, args.output_dir):
             raise

@@ -112,6 +112,8 @@ class ToolkitTrainer(Seq2SeqTrainer):
                  eval_data_collator: Callable | None = None, kl_first_step: bool = False, **kwargs: Any) -> None:
         from runner import PreemptionCallback
 
+        if kwargs.get("model") is not None:  # --lora_r: the Trainer gets the adapted model (its peft handling keys on it)
+            kwargs["model"] = self._with_lora(kwargs["model"], kwargs.get("args"))
         model = kwargs.get("model", args[0] if args else None)
         causal = is_causal_lm(model)
         if kwargs.get("compute_loss_func") is None:
@@ -174,12 +176,28 @@ class ToolkitTrainer(Seq2SeqTrainer):
                 term.bind(self)
         self.loss_terms = terms
 
+    @staticmethod
+    def _with_lora(model: Any, args: Any) -> Any:
+        """`model` with fresh LoRA adapters when --lora_r asks for them (adapters.py); as it is otherwise, and when it
+        already carries an adapter (loaded from an adapter directory: training continues it)."""
+        from adapters import add_lora, is_peft_model
+
+        if getattr(args, "lora_r", None) is None or is_peft_model(model):
+            return model
+        if not getattr(model, "name_or_path", None):
+            from errors import UserError
+
+            raise UserError(f"--lora_r {args.lora_r}: LoRA adapts a pretrained model, and this run builds a new one; give "
+                            "--model_name_or_path (or train the new model without --lora_r)")
+        return add_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_target_modules)
+
     def call_model_init(self, trial: Any = None) -> Any:
         """A trial's fresh model, with the training controls applied to it. transformers 5.23's `train()` calls this
         before `_hp_search_setup` sets the trial's values on the arguments, so a study sets them first
         (`studies.run_study` does) for the KL term and freezing to use them."""
         model = super().call_model_init(trial)
         if hasattr(self, "_given_terms"):  # a trial's fresh model (not the parent's __init__, before ours has run)
+            model = self._with_lora(model, self.args)
             self._apply_controls(model)
         return model
 

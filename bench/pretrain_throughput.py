@@ -20,6 +20,10 @@ loss curves compare batch for batch: (a) should equal (c) to the logged 4 decima
 Reported per variant: seconds per step, input (encoder) tokens/s, samples/s, and model FLOP utilisation:
 model FLOPs per step (matmuls counted from the model's dimensions, 3x the forward pass; `step_flops`)
 over the peak of a large matmul measured on the same device in this run, in fp32 and in bf16.
+
+On a CPU without bf16 instructions (AVX2 only, or AVX-512 without BF16), bf16 is emulated, ~50x slower than
+fp32: the bf16 variants and the bf16 peak are skipped with a line saying why, and (b) is the fastest fp32
+recipe (CPU_FP32_RECIPE); `--cpu_bf16 yes` measures them anyway.
 """
 
 from __future__ import annotations
@@ -56,6 +60,9 @@ RECIPES = {
     "cpu": ["--bf16", "--torch_compile"],
     "cuda": ["--bf16", "--tf32", "True", "--torch_compile", "--dataloader_num_workers", "2"],
 }
+# A CPU without bf16 instructions (AVX2 only, or AVX-512 without BF16) emulates bf16 matmuls, ~50x slower
+# than fp32: its recipe is the fastest fp32 one, and the bf16 variants (and the bf16 peak) are skipped.
+CPU_FP32_RECIPE = ["--torch_compile"]
 # One option on top of the defaults, for the README's table of options ("plain_bf16": loop (c) in bf16 autocast).
 EXTRAS = {
     "plain_bf16": [],
@@ -80,6 +87,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--matmul_size", type=int, default=None, help="side of the peak-FLOP/s matmul (default: 4096 CPU, 8192 GPU)")
     parser.add_argument("--workdir", default=None, help="where the initial model and runs go (default: a temp dir)")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--cpu_bf16", choices=("auto", "yes", "no"), default="auto",
+                        help="on a CPU: measure the bf16 variants (yes), skip them (no), or decide from the CPU's bf16 "
+                        "instructions (auto; without them bf16 is ~50x slower than fp32 and the bf16 peak alone takes minutes)")
     args = parser.parse_args(argv)
     unknown = [v for v in args.variants.split(",") if v not in ("a", "b", "c", *EXTRAS)]
     if unknown:
@@ -89,6 +99,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def device_kind() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def bf16_measured(kind: str, cpu_bf16: str) -> bool:
+    """Whether this run measures bf16: always on a GPU; on a CPU per --cpu_bf16 (auto: the CPU's bf16 instructions)."""
+    if kind != "cpu" or cpu_bf16 == "yes":
+        return True
+    if cpu_bf16 == "no":
+        return False
+    from trainer_arguments import cpu_has_native_bf16
+
+    return cpu_has_native_bf16()
+
+
+def plan(kind: str, variants: list[str], bf16: bool) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """(the flags of each variant that runs, {skipped variant: why}). Without bf16, (b) is the fastest fp32
+    recipe and every bf16 variant is skipped."""
+    recipe = RECIPES[kind] if bf16 or kind != "cpu" else CPU_FP32_RECIPE
+    flags, skipped = {}, {}
+    for name in variants:
+        extra = [] if name in ("a", "c", "plain_bf16") else recipe if name == "b" else EXTRAS[name]
+        if not bf16 and (name == "plain_bf16" or "--bf16" in extra):
+            skipped[name] = ("this CPU has no bf16 instructions (AVX-512 BF16 or AMX): bf16 matmuls are emulated, "
+                             "~50x slower than fp32 (--cpu_bf16 yes measures it anyway)")
+            continue
+        flags[name] = extra
+    return flags, skipped
 
 
 def sync() -> None:
@@ -279,7 +315,7 @@ def summarise(name: str, records: list[Record], args: argparse.Namespace, flops:
         "samples_per_s": args.batch_size / seconds,
         "model_tflops_per_s": flops_per_s / 1e12,
         "mfu_vs_fp32_peak": flops_per_s / peaks["fp32"],
-        "mfu_vs_bf16_peak": flops_per_s / peaks["bf16"],
+        "mfu_vs_bf16_peak": flops_per_s / peaks["bf16"] if "bf16" in peaks else None,
         "losses": records[0].losses,
     }
 
@@ -293,6 +329,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     kind = device_kind()
     variants = args.variants.split(",")
+    bf16 = bf16_measured(kind, args.cpu_bf16)
+    flags, skipped = plan(kind, variants, bf16)
+    for name, why in skipped.items():
+        print(f"--- skipping {name}: {why}", flush=True)
+    variants = list(flags)
+    if not variants:
+        raise SystemExit("bench/pretrain_throughput.py: every variant asked for runs in bf16, which this CPU lacks; "
+                         "add c, a or b to --variants, or pass --cpu_bf16 yes")
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench_pretrain_")
     os.makedirs(workdir, exist_ok=True)
     files = prepare(workdir, args.size)
@@ -304,10 +348,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     _, target_length = compute_input_and_target_lengths(args.max_seq_length, 0.15, 3.0)
     flops = step_flops(config, args.batch_size, args.max_seq_length, target_length)
     size = args.matmul_size or (8192 if kind == "cuda" else 4096)
-    peaks = {"fp32": matmul_peak(torch.float32, size), "bf16": matmul_peak(torch.bfloat16, size)}
+    peaks = {"fp32": matmul_peak(torch.float32, size)}
+    if bf16:
+        peaks["bf16"] = matmul_peak(torch.bfloat16, size)
 
     records: dict[str, list[Record]] = {name: [] for name in variants}
-    flags = {name: [] if name in ("a", "c", "plain_bf16") else RECIPES[kind] if name == "b" else EXTRAS[name] for name in variants}
     for repeat in range(args.repeats):
         for name in variants:
             print(f"--- {describe(name, flags[name])} (repeat {repeat + 1} of {args.repeats})", flush=True)
@@ -318,8 +363,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = []
     for name in variants:
         # The pipeline's default is bf16 on GPUs.
-        bf16 = name == "plain_bf16" or (name != "c" and ("--bf16" in flags[name] or kind == "cuda"))
-        summary = summarise(name, records[name], args, flops, peaks, "bf16" if bf16 else "fp32")
+        in_bf16 = name == "plain_bf16" or (name != "c" and ("--bf16" in flags[name] or kind == "cuda"))
+        summary = summarise(name, records[name], args, flops, peaks, "bf16" if in_bf16 else "fp32")
         results.append(dict(summary, flags=flags[name]))
 
     report = {
@@ -331,6 +376,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "steps": args.steps, "warmup_steps": args.warmup_steps, "repeats": args.repeats,
         "step_tflops": flops / 1e12,
         "peak_tflops_per_s": {k: v / 1e12 for k, v in peaks.items()},
+        "bf16_measured": bf16,
+        "skipped": skipped,
         "variants": results,
     }
     # Ratios against (c), or against the first variant when (c) did not run.
@@ -361,6 +408,8 @@ def print_report(report: dict[str, Any]) -> None:
         diff = f"{r['max_abs_loss_diff_vs_baseline']:.4f}" if r["max_abs_loss_diff_vs_baseline"] is not None else "-"
         print(f"{describe(r['variant'], r['flags']):<44.44} {r['seconds_per_step']:>8.3f} {r['input_tokens_per_s']:>9.1f} "
               f"{r['samples_per_s']:>9.2f} {mfu:>6.1%} {speedup:>7} {diff:>11}")
+    for name, why in report["skipped"].items():
+        print(f"{name}: skipped: {why}")
     print(f"MFU: against the matmul peak of the variant's precision; speed and loss compared with {base}. Losses per step:")
     for r in report["variants"]:
         print(f"  {r['variant']:<12} " + " ".join(f"{x:.4f}" for x in r["losses"]))

@@ -279,6 +279,16 @@ CASES: list[tuple[str, Case]] = [
          r"^\S+/bias/words\.json: 'encoder' is not an array of numbers; give a \(layers, heads\) array of 0\.\.1 values$"),
     bias("bias_mask_top_k_too_large", ["--dataset_name", "crows_pairs", "--mask_top_k", "9"],
          r"^--mask_top_k 9: the model has 8 heads$"),
+    # --- LoRA (adapters.py) ---------------------------------------------------------------------------
+    finetune("lora_glob_targets", ["--benchmark", "toy", "--dataset_name", "sentiment", "--lora_r", "8", "--lora_target_modules", "*.q"],
+             r"^--lora_target_modules '\*\.q': not a valid regular expression \(nothing to repeat at position 0\); peft matches a "
+             r"regular expression against the whole module name, not a glob: write '\.\*\\\.q'$"),
+    pretrain("lora_from_scratch", ["--train_file", "{tmp}/pt/corpus.txt", "--lora_r", "8"],
+             r"^--lora_r 8: LoRA adapts a pretrained model, and this run builds a new one; give --model_name_or_path"),
+    lm("lora_with_frozen_params", ["--train_file", "{tmp}/lm/good.txt", "--lora_r", "8", "--frozen_params", "wte.weight"],
+       r"^--frozen_params with --lora_r: LoRA trains its adapters and nothing else, and saves only them"),
+    bias("bias_lora_flag", ["--dataset_name", "crows_pairs", "--lora_r", "8"],
+         r"^--lora_r: a training flag, and bias.py only scores; give an adapter directory as --model_name_or_path"),
     # A regular file as --mount_dir: the run folder would lie below it (root ignores permission bits; this it cannot).
     clf("clf_run_below_a_file", ["--data_name", "clf_good"],
         r"^--output_dir \S+/a_file/models/clf_run_below_a_file: \S+/a_file is a file, not a directory", mount="{tmp}/a_file"),

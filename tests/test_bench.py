@@ -55,7 +55,7 @@ class SmokeTest(absltest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             report, stdout = run_bench(self, "pretrain_throughput.py", [
                 "--size", "tiny", "--steps", "2", "--warmup_steps", "1", "--repeats", "1", "--matmul_size", "256",
-                "--variants", "c,a,b", "--workdir", tmp], os.path.join(tmp, "report.json"), OMP_NUM_THREADS="1",
+                "--variants", "c,a,b", "--workdir", tmp, "--cpu_bf16", "yes"], os.path.join(tmp, "report.json"), OMP_NUM_THREADS="1",
                 # The recipe's flags are passed and recorded, but torch.compile runs eagerly: compiling took ~100 s of
                 # this smoke test on a 2-core CPU, and the smoke test checks the plumbing, not the compiler.
                 TORCHDYNAMO_DISABLE="1")
@@ -75,6 +75,38 @@ class SmokeTest(absltest.TestCase):
         self.assertLess(variants["b"]["max_abs_loss_diff_vs_baseline"], 0.05)
         self.assertGreater(variants["c"]["losses"][0], 9.0)  # ~ln(32128) = 10.4 from a fresh init
         self.assertIn("(a) pipeline, defaults", stdout)
+
+
+class CpuWithoutBf16PlanTest(absltest.TestCase):
+    def test_bf16_variants_are_skipped_and_the_recipe_is_fp32(self) -> None:
+        flags, skipped = pretrain_throughput.plan("cpu", ["c", "a", "b", "plain_bf16", "bf16", "compile"], bf16=False)
+        self.assertEqual(flags, {"c": [], "a": [], "b": ["--torch_compile"], "compile": ["--torch_compile"]})
+        self.assertEqual(sorted(skipped), ["bf16", "plain_bf16"])
+        self.assertIn("no bf16 instructions", skipped["bf16"])
+
+    def test_with_bf16_nothing_is_skipped(self) -> None:
+        flags, skipped = pretrain_throughput.plan("cpu", ["c", "a", "b", "plain_bf16"], bf16=True)
+        self.assertEqual(flags, {"c": [], "a": [], "b": ["--bf16", "--torch_compile"], "plain_bf16": []})
+        self.assertEqual(skipped, {})
+        flags, skipped = pretrain_throughput.plan("cuda", ["b", "bf16"], bf16=True)
+        self.assertEqual(flags["b"][:1], ["--bf16"])
+        self.assertEqual(skipped, {})
+
+    def test_auto_follows_the_cpu_and_a_gpu_always_measures_bf16(self) -> None:
+        from trainer_arguments import cpu_has_native_bf16
+
+        self.assertEqual(pretrain_throughput.bf16_measured("cpu", "auto"), cpu_has_native_bf16())
+        self.assertFalse(pretrain_throughput.bf16_measured("cpu", "no"))
+        self.assertTrue(pretrain_throughput.bf16_measured("cpu", "yes"))
+        self.assertTrue(pretrain_throughput.bf16_measured("cuda", "no"))
+
+    def test_a_run_of_bf16_variants_alone_is_refused_with_the_reason(self) -> None:
+        proc = subprocess.run([sys.executable, "bench/pretrain_throughput.py", "--size", "tiny", "--variants", "plain_bf16,bf16",
+                               "--cpu_bf16", "no", "--workdir", "/nonexistent/never-made"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""})
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn("--- skipping plain_bf16: this CPU has no bf16 instructions", proc.stdout)
+        self.assertIn("every variant asked for runs in bf16", proc.stderr)
 
 
 class CollatorBenchSmokeTest(absltest.TestCase):
@@ -133,6 +165,21 @@ class BiasBenchSmokeTest(absltest.TestCase):
         self.assertEqual(set(report["median_seconds"]), {"reference", "batched_all_positions", "ours"})
         self.assertLess(report["max_abs_score_difference_batched_all_positions"], 1e-4)
         self.assertIn("speedup", stdout)
+
+
+class LoraMemoryBenchSmokeTest(absltest.TestCase):
+    def test_tiny_run_reports_both_peaks_and_the_trainable_counts(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            report, stdout = run_bench(self, "lora_memory.py", ["--small", "--optims", "adafactor", "--max_steps", "1",
+                                                                 "--lora_r", "2", "--eval_samples", "4"], os.path.join(tmp, "lora.json"))
+        full, lora = report["variants"]
+        self.assertEqual((full["variant"], lora["variant"]), ("full_adafactor", "lora_adafactor"))
+        self.assertEqual(full["trainable_parameters"], report["parameters"])
+        self.assertLess(0, lora["trainable_parameters"])
+        self.assertLess(lora["trainable_parameters"], report["parameters"] / 10)
+        self.assertGreater(full["max_rss_mib"], 100)
+        self.assertAlmostEqual(report["ratio_adafactor"], full["max_rss_mib"] / lora["max_rss_mib"])
+        self.assertIn("full / LoRA", stdout)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 import tempfile
+from typing import Any
+from unittest import mock
 
 import numpy as np
 import torch
@@ -191,10 +193,50 @@ class PretrainEndToEndTest(absltest.TestCase):
             save_tokenizer(tiny_tokenizer(), path)
         return path
 
-    def test_cpu_bf16_autocast_trains(self) -> None:
-        results = pre_train_t5.main(["--output_dir", os.path.join(self.tmp, "bf16"), "--train_file", self.corpus,
-                                     "--max_steps", "3", "--bf16"] + TINY)
+    def test_cpu_bf16_autocast_trains_and_warns_on_a_cpu_without_bf16_instructions(self) -> None:
+        import trainer_arguments
+
+        with mock.patch.object(trainer_arguments, "cpu_has_native_bf16", return_value=False), \
+                self.assertLogs("trainer_arguments", level="WARNING") as logs:
+            results = pre_train_t5.main(["--output_dir", os.path.join(self.tmp, "bf16"), "--train_file", self.corpus,
+                                         "--max_steps", "3", "--bf16"] + TINY)
         self.assertTrue(math.isfinite(results["train_loss"]))
+        self.assertEqual([record.getMessage() for record in logs.records], [trainer_arguments.CPU_BF16_ADVICE])
+        self.assertIn("about 50x slower than fp32", trainer_arguments.CPU_BF16_ADVICE)
+
+
+class CpuBf16DetectionTest(parameterized.TestCase):
+    @parameterized.named_parameters(
+        ("avx512_bf16_flag", "fpu avx2 avx512f avx512_bf16", True),
+        ("amx_bf16_flag", "fpu avx2 amx_bf16 amx_tile", True),
+        ("avx512_without_bf16", "fpu avx2 avx512f avx512bw avx512_vnni", False),
+        ("avx2_only", "fpu sse4_2 avx2 fma", False),
+    )
+    def test_cpu_flags_when_torch_probes_say_no(self, flags: str, expected: bool) -> None:
+        from trainer_arguments import cpu_has_native_bf16
+
+        with tempfile.TemporaryDirectory() as tmp:
+            cpuinfo = write_lines(os.path.join(tmp, "cpuinfo"), ["processor\t: 0", "model name\t: Some CPU", f"flags\t\t: {flags}"])
+            with mock.patch.object(torch.cpu, "_is_avx512_bf16_supported", return_value=False), \
+                    mock.patch.object(torch.cpu, "_is_amx_tile_supported", return_value=False):
+                self.assertEqual(cpu_has_native_bf16(cpuinfo), expected)
+            with mock.patch.object(torch.cpu, "_is_amx_tile_supported", return_value=True):
+                self.assertTrue(cpu_has_native_bf16(cpuinfo))  # torch's probe is enough
+
+    def test_warns_only_for_cpu_bf16_on_the_main_process(self) -> None:
+        import types
+
+        import trainer_arguments
+
+        def warned(native: bool, **args: Any) -> bool:
+            with mock.patch.object(trainer_arguments, "cpu_has_native_bf16", return_value=native):
+                return trainer_arguments.warn_about_cpu_bf16(types.SimpleNamespace(**args))
+
+        self.assertTrue(warned(False, bf16=True, use_cpu=True, should_log=True))
+        self.assertFalse(warned(True, bf16=True, use_cpu=True, should_log=True))  # bf16 instructions: fine
+        self.assertFalse(warned(False, bf16=False, use_cpu=True, should_log=True))  # fp32
+        self.assertFalse(warned(False, bf16=True, use_cpu=False, should_log=True))  # a GPU run
+        self.assertFalse(warned(False, bf16=True, use_cpu=True, should_log=False))  # other ranks stay quiet
 
 
 class BadInputTest(parameterized.TestCase):
