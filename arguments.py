@@ -198,6 +198,9 @@ class EarlyTrainingFlags(TrainingControls):
     max_steps: int = -1
     fp16: bool = False
     allow_fp16: bool = False
+    push_to_hub: bool = False
+    push_to_hub_dry_run: bool = False
+    hub_token: Optional[str] = None  # read only to tell whether a push has a token (hub.check_hub); never saved
 
     def __post_init__(self) -> None:
         check_fp16(self.fp16, self.allow_fp16)

@@ -213,7 +213,7 @@ def write_outputs(run_dir: str, records: dict[str, list[Record]], scores: dict[s
         results[f"{split}_predictions_file"] = os.path.basename(path)
     if "eval" in scores:
         plot_reliability_diagram(scores["eval"], [r["target"] for r in records["eval"]], outputs.path("reliability_diagram.png"))
-    outputs.finish(results, trainer.state.log_history, arg_objects, argv)
+    outputs.finish(results, trainer.state.log_history, arg_objects, argv, script="clf.py")
     shown = {k: round(v, 3) for k, v in results.items() if k.startswith("eval_") and isinstance(v, float) and "per_second" not in k and "runtime" not in k}
     print(f"{shown or 'no eval records'}; outputs in {run_dir}")
 

@@ -102,6 +102,10 @@ def check_controls(c: TrainingControls, evaluates: bool | None = None, model: st
     if c.head_mask:
         check_head_mask(c.head_mask, local_mask_shapes(model) if model else None)
     check_lora_source(c, model)
+    from hub import check_hub  # not a training control, but every training script's early checks run here
+
+    check_hub(getattr(c, "push_to_hub", False), getattr(c, "push_to_hub_dry_run", False), getattr(c, "no_train", False),
+              getattr(c, "hub_token", None))
 
     if c.patience is not None and evaluates is False:
         raise UserError(f"--patience {c.patience}: early stopping needs an evaluation each epoch (validation data and "

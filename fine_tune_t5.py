@@ -309,7 +309,7 @@ def write_outputs(output_dir: str, entry: Any, splits: dict[str, Any], predictio
         elif name:  # SuperGLUE leaderboard files are JSON lines
             outputs.write_records(name, [{"idx": r["idx"], "label": submission_value(entry, r["prediction"])} for r in rows])
         results[f"predict_{split}_examples"] = len(rows)
-    outputs.finish(results, trainer.state.log_history, arg_objects, argv)
+    outputs.finish(results, trainer.state.log_history, arg_objects, argv, script="fine_tune_t5.py")
     shown = {k: round(v, 2) for k, v in results.items() if "/" in k}
     print(f"{entry['name']} (eval_mode {results['eval_mode']}): {shown or 'no validation split'}; outputs in {output_dir}")
 

@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # Outputs (main process): config.txt, then the finished-run tail (all_results.json last).
         if training_args.should_save:
             write_text_atomic(outputs.path("config.txt"), config_text((model_args, data_args, opt_args, training_args)))
-            outputs.finish(results, trainer.state.log_history if trainer else [], (model_args, data_args, opt_args, training_args), argv)
+            outputs.finish(results, trainer.state.log_history if trainer else [], (model_args, data_args, opt_args, training_args), argv,
+                           script="finetune_lm.py", model_dir=os.path.join(training_args.output_dir, "model"))
             print(f"{ {k: v for k, v in results.items() if not k.endswith('_file')} }; outputs in {run_dir}")
         return results
 

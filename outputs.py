@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import sys
 import shutil
 import socket
 import tempfile
@@ -294,10 +295,11 @@ class RunOutputs:
         return write_records(self.path(name), rows, carry, example_of)
 
     def finish(self, results: Mapping[str, Any], log_history: Sequence[Mapping[str, Any]], arg_objects: Sequence[Any],
-               argv: Sequence[str] | None) -> str:
-        """A training run: provenance, the loss curve, then the results (the finished marker). An
-        evaluation-only run: its results as `eval_results.json` (a new name beside any earlier one).
-        Returns the results file."""
+               argv: Sequence[str] | None, script: str | None = None, model_dir: str | None = None) -> str:
+        """A training run: provenance, the loss curve, then the results (the finished marker), then, with
+        --push_to_hub or --push_to_hub_dry_run, the Hub folder (hub.py: the model in `model_dir`, default the
+        output dir; the card names `script`). An evaluation-only run: its results as `eval_results.json` (a new
+        name beside any earlier one). Returns the results file."""
         if self.evaluation_only:
             path = self.path("eval_results.json")
             write_json_atomic(path, dict(results))
@@ -310,4 +312,10 @@ class RunOutputs:
         plot_loss_curve(list(log_history), os.path.join(self.output_dir, "loss_curve.png"))
         path = os.path.join(self.output_dir, FINISHED_MARKER)
         write_json_atomic(path, dict(results))  # last: marks the run finished
+        run = next((a for a in arg_objects if hasattr(a, "push_to_hub_dry_run")), None)
+        if run is not None and (run.push_to_hub or run.push_to_hub_dry_run):
+            from hub import push_run
+
+            push_run(self.output_dir, model_dir or self.output_dir, script or os.path.basename(sys.argv[0]), results, arg_objects,
+                     argv, run.push_to_hub, run.hub_model_id, run.hub_private_repo)
         return path

@@ -264,7 +264,7 @@ def run_and_report(trainer: Any, training_args: Any, arg_objects: tuple, argv: l
     if trainer.is_world_process_zero():
         if not training_args.no_train:
             save_tokenizer(trainer.processing_class, training_args.output_dir)
-        path = outputs.finish(results, trainer.state.log_history, arg_objects, argv)
+        path = outputs.finish(results, trainer.state.log_history, arg_objects, argv, script="pre_train_t5.py")
         print(f"eval_loss = {results['eval_loss']:.4f}  eval_token_accuracy = {results.get('eval_token_accuracy', float('nan')):.4f}")
         print(f"results written to {path}" if training_args.no_train else
               f"model, tokenizer, {FINISHED_MARKER} and loss_curve.png written to {training_args.output_dir}")

@@ -78,18 +78,28 @@ def _package_versions() -> dict[str, str | None]:
     return versions
 
 
-def write_provenance(output_dir: str, arg_objects: Sequence[Any], argv: Sequence[str] | None) -> None:
-    """`provenance.json`: the resolved arguments (secrets redacted), the command line, the git commit
-    and the installed package versions."""
+def resolved_arguments(arg_objects: Sequence[Any]) -> dict[str, Any]:
+    """Every argument of the run's dataclasses, merged, secrets redacted."""
     arguments: dict[str, Any] = {}
     for obj in arg_objects:
         arguments.update(obj.to_dict() if hasattr(obj, "to_dict") else dataclasses.asdict(obj))
-    command = [os.path.basename(sys.argv[0])] + list(sys.argv[1:] if argv is None else argv)
+    return redact(arguments)
+
+
+def command_line(argv: Sequence[str] | None, script: str | None = None) -> list[str]:
+    """The run's command line (`script`, default the process's, then `argv`, default the process's arguments),
+    secrets redacted."""
+    return redact_argv([script or os.path.basename(sys.argv[0])] + list(sys.argv[1:] if argv is None else argv))
+
+
+def write_provenance(output_dir: str, arg_objects: Sequence[Any], argv: Sequence[str] | None) -> None:
+    """`provenance.json`: the resolved arguments (secrets redacted), the command line, the git commit
+    and the installed package versions."""
     write_json_atomic(
         os.path.join(output_dir, "provenance.json"),
         {
-            "arguments": redact(arguments),
-            "command": redact_argv(command),
+            "arguments": resolved_arguments(arg_objects),
+            "command": command_line(argv),
             "git_commit": _git_commit(),
             "python": sys.version.split()[0],
             "packages": _package_versions(),

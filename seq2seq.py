@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # Outputs (the main process only): an evaluation-only run adds files beside a finished one.
         if trainer.is_world_process_zero():
             out = training_args.output_dir
-            RunOutputs(out, evaluation_only=training_args.no_train).finish(results, trainer.state.log_history, (data_args, training_args), argv)
+            RunOutputs(out, evaluation_only=training_args.no_train).finish(results, trainer.state.log_history, (data_args, training_args), argv,
+                                                                               script="seq2seq.py")
             shown = {k: round(v, 2) for k, v in results.items() if k.startswith("eval_") and isinstance(v, float)}
             print(f"{shown}; outputs in {out}")
         return results

@@ -53,6 +53,11 @@ class ToolkitTrainingArguments(Seq2SeqTrainingArguments, TrainingControls):
             "(--no_adafactor_scale_parameter gives its behaviour)."
         },
     )
+    push_to_hub_dry_run: bool = field(
+        default=False,
+        metadata={"help": "At the end of a finished run, write what --push_to_hub would upload (model or adapter, tokenizer, "
+                  "results, model card) into <output_dir>/hub without uploading (hub.py)."},
+    )
     no_train: bool = field(default=False, metadata={"help": "Skip training: only evaluate (and predict) the given model."})
     resume_from_checkpoint: str | None = field(
         default=None,

@@ -273,16 +273,21 @@ class ToolkitTrainer(Seq2SeqTrainer):
                 os.rename(final, os.path.join(staging, "replaced"))
             os.rename(os.path.join(staging, name), final)
             shutil.rmtree(staging)
-        if self.args.push_to_hub:
-            super()._push_from_checkpoint(final)
         if self.args.should_save:
             rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
         self.accelerator.wait_for_everyone()
 
+    # --- the Hub: one push of a finished run (hub.py, from RunOutputs.finish), none of the Trainer's own ---------------
+
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """Off: the Trainer would create the repository as it is built; hub.py creates it when the finished run is pushed."""
+
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
-        if self._staging_dir is None:  # within `_save_checkpoint`, after the rename: the upload runs in the background
-            super()._push_from_checkpoint(checkpoint_folder)
+        """Off: checkpoints are not pushed."""
+
+    def push_to_hub(self, *args: Any, **kwargs: Any) -> None:
+        """Off (the Trainer calls it from save_model with --push_to_hub): hub.push_run pushes the finished run."""
 
     # --- early stopping ------------------------------------------------------------------------------
 

@@ -289,6 +289,10 @@ CASES: list[tuple[str, Case]] = [
        r"^--frozen_params with --lora_r: LoRA trains its adapters and nothing else, and saves only them"),
     bias("bias_lora_flag", ["--dataset_name", "crows_pairs", "--lora_r", "8"],
          r"^--lora_r: a training flag, and bias.py only scores; give an adapter directory as --model_name_or_path"),
+    # --- Hub (hub.py) ----------------------------------------------------------------------------------
+    finetune("hub_push_offline", ["--benchmark", "toy", "--dataset_name", "sentiment", "--push_to_hub"],
+             r"^--push_to_hub: the Hub is off here \(HF_HUB_OFFLINE=1\); run with --push_to_hub_dry_run to write what would be "
+             r"pushed into OUTPUT_DIR/hub"),
     # A regular file as --mount_dir: the run folder would lie below it (root ignores permission bits; this it cannot).
     clf("clf_run_below_a_file", ["--data_name", "clf_good"],
         r"^--output_dir \S+/a_file/models/clf_run_below_a_file: \S+/a_file is a file, not a directory", mount="{tmp}/a_file"),

@@ -44,7 +44,8 @@ class T5LoraTest(absltest.TestCase):
         with absltest.TestCase("__init__").assertLogs("adapters", logging.INFO) as logs:
             cls.results = fine_tune_t5.main(cls.common + [
                 "--model_name_or_path", cls.base, "--output_dir", cls.adapter_dir, "--max_steps", "12", "--learning_rate", "1e-2",
-                "--per_device_train_batch_size", "32", "--logging_steps", "3", "--lora_r", "4", "--lora_alpha", "8", "--merge_lora"])
+                "--per_device_train_batch_size", "32", "--logging_steps", "3", "--lora_r", "4", "--lora_alpha", "8", "--merge_lora",
+                "--push_to_hub_dry_run"])
         cls.logs = [r.getMessage() for r in logs.records]
 
     def test_the_log_prints_trainable_and_total_parameters(self) -> None:
@@ -105,6 +106,16 @@ class T5LoraTest(absltest.TestCase):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
         with torch.no_grad(), adapted.disable_adapter():  # and the adapter does change the outputs
             self.assertGreater(float((adapted(**inputs).logits - b).abs().max()), 1e-4)
+
+    def test_the_hub_gets_the_adapter_not_the_merged_model(self) -> None:
+        hub = os.path.join(self.adapter_dir, "hub")
+        self.assertEqual(sorted(os.listdir(hub)), ["README.md", "adapter_config.json", "adapter_model.safetensors", "all_results.json",
+                                                   "loss_curve.png", "provenance.json", "tokenizer.json", "tokenizer_config.json"])
+        with open(os.path.join(hub, "README.md"), encoding="utf-8") as f:
+            card = f.read()
+        self.assertTrue(card.startswith("---\nlibrary_name: peft\ntags:\n- t5-toolkit\n- fine_tune_t5\n- lora\n---\n"), card[:120])
+        self.assertIn("(a LoRA adapter: load it with peft on that base model", card)
+        self.assertIn("| lora_r | 4 |\n| lora_alpha | 8.0 |\n", card)
 
     def test_continues_training_an_adapter(self) -> None:
         more = os.path.join(self.tmp, "more")
