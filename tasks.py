@@ -59,6 +59,63 @@ def get_task(benchmark: str, task: str) -> Entry:
 # --- labels ------------------------------------------------------------------------------------
 
 
+def task_names(benchmark: str, dataset_name: str) -> list[str]:
+    """`--dataset_name`'s tasks: one name, a comma-separated list (a multi-task mixture), or `all`: every task of the
+    benchmark that has training data (GLUE: not AX)."""
+    if dataset_name == "all":
+        names = [name for name in DATASET_VALS.get(benchmark, {}) if "train" in get_task(benchmark, name)["splits"]]
+        if not names:
+            raise UserError(f"--dataset_name all: benchmark {benchmark!r} has no task with training data; "
+                            f"valid benchmarks: {', '.join(DATASET_VALS)}")
+        return names
+    names = [name.strip() for name in dataset_name.split(",") if name.strip()]
+    if len(set(names)) != len(names):
+        raise UserError(f"--dataset_name {dataset_name}: a task is named twice")
+    return names
+
+
+# --- multi-task mixtures (T5, Raffel et al. 2020, sec. 3.5.2) ---------------------------------------------------
+
+MIXING_RATES = ("examples_proportional", "equal", "temperature")
+T5_MIXING_CAP = 2**19  # T5's K for the examples-proportional mixtures of sec. 3.5.2
+
+
+def mixing_rates(sizes: Mapping[str, int], method: str, cap: int = T5_MIXING_CAP, temperature: float = 1.0) -> dict[str, float]:
+    """Each task's share of the mixture. examples_proportional: min(n, K) / sum of min(n', K); temperature: those
+    capped sizes raised to 1/T, renormalised (T = 1 is examples-proportional, large T tends to equal); equal: 1/M."""
+    if method == "equal":
+        weights = {name: 1.0 for name in sizes}
+    elif method in ("examples_proportional", "temperature"):
+        power = 1.0 / temperature if method == "temperature" else 1.0
+        weights = {name: float(min(n, cap)) ** power for name, n in sizes.items()}
+    else:
+        raise UserError(f"--mixing_rate {method}: must be one of {', '.join(MIXING_RATES)}")
+    total = sum(weights.values())
+    return {name: w / total for name, w in weights.items()}
+
+
+def mixture(datasets_by_task: Mapping[str, Any], rates: Mapping[str, float], draws: int, seed: int) -> Any:
+    """One training set of at least `draws` examples, each drawn from task m with probability rates[m]
+    (`datasets.interleave_datasets`). T5 repeats every task of a mixture as often as needed: each task is repeated
+    enough times (its expected draws plus a 20% margin) that the default `first_exhausted` stopping does not end
+    the mixture before `draws` (--max_steps x the global batch)."""
+    import math
+
+    from datasets import concatenate_datasets, interleave_datasets
+
+    repeated = []
+    for name, dataset in datasets_by_task.items():
+        if len(dataset) == 0:
+            raise UserError(f"task {name}: no training examples to mix")
+        copies = math.ceil((1.2 * rates[name] * draws + 64) / len(dataset))
+        repeated.append(concatenate_datasets([dataset] * copies) if copies > 1 else dataset)
+    mixed = interleave_datasets(repeated, probabilities=[rates[name] for name in datasets_by_task], seed=seed,
+                                stopping_strategy="first_exhausted")
+    if len(mixed) < draws:  # about 5 standard deviations below the expected length: not seen in practice
+        raise RuntimeError(f"the mixture ran out after {len(mixed)} of {draws} examples")
+    return mixed
+
+
 def id_to_label(entry: Entry, label_id: int) -> str:
     """Label id -> target word (e.g. MNLI 1 -> "neutral")."""
     return entry["labels"][label_id]

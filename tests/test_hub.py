@@ -3,7 +3,6 @@ early refusals. Nothing here reaches the Hub: the upload goes to a stand-in HfAp
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from unittest import mock
