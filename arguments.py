@@ -184,6 +184,23 @@ def check_resume_flag(resume_from_checkpoint: Any) -> None:
                             "a save that was cut short?); give another checkpoint-N dir, or 'auto' for the newest complete one")
 
 
+SWEEP_PLACEHOLDERS = {"{run_id}": "WANDB_RUN_ID", "{sweep_id}": "WANDB_SWEEP_ID"}
+
+
+def sweep_run_dir(value: str | None, flag: str) -> str | None:
+    """`value` with `{run_id}` / `{sweep_id}` replaced by the W&B run and sweep ids `wandb agent` gives the run's
+    process (WANDB_RUN_ID, WANDB_SWEEP_ID), so that each run of a sweep gets its own output dir."""
+    if not value or "{" not in value:
+        return value
+    for placeholder, variable in SWEEP_PLACEHOLDERS.items():
+        if placeholder in value:
+            if not os.environ.get(variable):
+                raise UserError(f"{flag} {value}: {placeholder} is the W&B {variable.split('_')[1].lower()} id, which `wandb agent` sets "
+                                f"({variable}); outside a sweep, name the run dir yourself")
+            value = value.replace(placeholder, os.environ[variable])
+    return value
+
+
 @dataclasses.dataclass
 class EarlyTrainingFlags(TrainingControls):
     """The Trainer flags the scripts check before the heavy imports (same names and defaults as
@@ -203,6 +220,7 @@ class EarlyTrainingFlags(TrainingControls):
     hub_token: Optional[str] = None  # read only to tell whether a push has a token (hub.check_hub); never saved
 
     def __post_init__(self) -> None:
+        self.output_dir = sweep_run_dir(self.output_dir, "--output_dir")
         check_fp16(self.fp16, self.allow_fp16)
         check_resume_flag(self.resume_from_checkpoint)
         check_control_values(self)

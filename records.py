@@ -93,6 +93,9 @@ def _run_name_prefix(data_name: str | None, model: str) -> str:
 
 
 def run_path(mount_dir: str, training_run_name: str) -> str:
+    from arguments import sweep_run_dir
+
+    training_run_name = sweep_run_dir(training_run_name, "--training_run_name")
     if not training_run_name or os.sep in training_run_name or training_run_name in (".", ".."):
         raise UserError(f"--training_run_name {training_run_name!r}: must be a plain folder name (results go to {mount_dir}/models/<name>)")
     return os.path.join(mount_dir, "models", training_run_name)

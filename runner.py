@@ -116,6 +116,7 @@ def run_training(trainer: Any, model_dir: str | None = None) -> dict[str, float]
             write_text_atomic(os.path.join(args.output_dir, PREEMPTED_MARKER), f"{preemption.stopped_at}\n")
         logger.warning("preempted: checkpoint at step %d saved in %s; resume with: %s", preemption.stopped_at, args.output_dir,
                        resume_command(sys.argv, args))
+        mark_wandb_preempting()
         raise SystemExit(PREEMPTED_EXIT_CODE)
     marker = os.path.join(args.output_dir, PREEMPTED_MARKER)
     if trainer.is_world_process_zero() and os.path.exists(marker):
@@ -134,6 +135,18 @@ def run_training(trainer: Any, model_dir: str | None = None) -> dict[str, float]
             raise
         raise disk_full(model_dir or args.output_dir, "the trained model", RESUME_AFTER_DISK_FULL) from None
     return metrics
+
+
+def mark_wandb_preempting() -> bool:
+    """Tell W&B that this run stopped for preemption (`wandb.run.mark_preempting()`): a sweep then queues the run again
+    instead of counting it failed or finished. Returns whether there was a W&B run to mark."""
+    wandb = sys.modules.get("wandb")  # imported by the Trainer's W&B callback when --report_to wandb
+    run = getattr(wandb, "run", None) if wandb is not None else None
+    if run is None:
+        return False
+    run.mark_preempting()
+    logger.info("W&B run %s marked as preempting", getattr(run, "id", "?"))
+    return True
 
 
 def resume_command(argv: list[str], training_args: Any) -> str:

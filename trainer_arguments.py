@@ -14,7 +14,7 @@ from typing import Any, Optional
 import torch
 from transformers import Seq2SeqTrainingArguments
 
-from arguments import check_fp16, check_resume_flag
+from arguments import check_fp16, check_resume_flag, sweep_run_dir
 from controls import TrainingControls, check_control_values
 from errors import UserError
 from provenance import redact_argv
@@ -68,6 +68,7 @@ class ToolkitTrainingArguments(Seq2SeqTrainingArguments, TrainingControls):
     )
 
     def __post_init__(self) -> None:
+        self.output_dir = sweep_run_dir(self.output_dir, "--output_dir")  # {run_id} / {sweep_id} under `wandb agent`
         # Decided before the parent's checks, which turn bf16 into accelerate's mixed_precision.
         check_fp16(self.fp16, self.allow_fp16)
         cuda = torch.cuda.is_available() and not self.use_cpu

@@ -53,6 +53,9 @@ def read_yaml(path: str) -> Any:
 # --- sweeps ---------------------------------------------------------------------------------------
 
 
+AGENT_ENV = {"WANDB_RUN_ID": "run0", "WANDB_SWEEP_ID": "sweep0"}
+
+
 class _Parsed(Exception):
     """Raised in place of the rest of a script's main() once its arguments are parsed."""
 
@@ -73,7 +76,8 @@ def parse_as_script(program: str, argv: list[str]) -> tuple[tuple[type, ...], tu
         seen["objects"] = real_parse_args(arguments, args, description, early)
         raise _Parsed
 
-    with mock.patch.object(module, "parse_args", parse_then_stop):
+    # As `wandb agent` runs it: the run's process has the run and sweep ids (its output dir may name them).
+    with mock.patch.object(module, "parse_args", parse_then_stop), mock.patch.dict(os.environ, AGENT_ENV):
         try:
             module.main(argv)
         except _Parsed:
@@ -224,6 +228,8 @@ class SweepTest(parameterized.TestCase):
                 self.assertIn(key, hints, f"{sweep['program']} has no argument {key}")
                 self.assertTrue(accepts(hints[key], given), f"{key}: {given!r} ({type(given).__name__}) for a {hints[key]} field")
                 got = parsed_value(objects, key)
+                if isinstance(given, str):  # {run_id} / {sweep_id}: the agent's ids
+                    given = given.replace("{run_id}", AGENT_ENV["WANDB_RUN_ID"]).replace("{sweep_id}", AGENT_ENV["WANDB_SWEEP_ID"])
                 if isinstance(given, (bool, int, float, str)) and not isinstance(got, (list, tuple)):
                     self.assertEqual(got, given, key)
 
@@ -413,7 +419,8 @@ REQUIRED = {"single_node": dict(SCRIPT="fine_tune_t5.py", OUTPUT_DIR="runs/sst2-
                                 ARGS="--dataset_name sst2 --output_dir runs/sst2-$SLURM_JOB_ID"),
             "multi_node": dict(SCRIPT="seq2seq.py", OUTPUT_DIR="mount/models/xxl-$SLURM_JOB_ID",
                                ARGS="--data_name d --training_run_name xxl-$SLURM_JOB_ID"),
-            "sweep_agent": dict(SWEEP_ID="entity/project/abc123")}
+            "sweep_agent": dict(SWEEP_ID="entity/project/abc123"),
+            "group_array": dict(LAST_INDEX="3", RUNS_FILE="/runs/g/runs.tsv", LOG_DIR="/runs/g/logs")}  # groups.py renders it
 
 STAND_INS = {
     # srun: run the task right here (dropping srun's options), remembering its pid for scancel.
@@ -507,6 +514,11 @@ class SlurmTemplateTest(parameterized.TestCase):
             self.assertIn("unset WANDB_RUN_ID WANDB_RESUME", text)  # the sweep names its runs
             return
         self.assertIn('"${RESUME_ARGS[@]}"', text)
+        if name == "group_array":  # one W&B run per array task, the same after a requeue (tests/test_groups.py runs a task)
+            self.assertIn('export WANDB_RUN_ID="${WANDB_RUN_ID:-slurm-${SLURM_CLUSTER_NAME:-cluster}-${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}"', text)
+            self.assertIn("#SBATCH --array=0-3%8", text)
+            self.assertIn('finish_or_requeue "$OUTPUT_DIR" $?', text)
+            return
         self.assertIn('export WANDB_RUN_ID="${WANDB_RUN_ID:-slurm-${SLURM_CLUSTER_NAME:-cluster}-$SLURM_JOB_ID}"', text)
         self.assertIn("export WANDB_RESUME=allow", text)
         self.assertIn('finish_or_requeue "$OUTPUT_DIR" $?', text)

@@ -1,0 +1,400 @@
+"""Experiment groups: one YAML file names a script, the arguments its runs share and a grid (and/or a list) of the
+arguments that vary; this launches every run, on Slurm as one job array or on this machine, and gathers them.
+
+    python groups.py launch GROUP.yaml                       # sbatch one job array (slurm/group_array.sbatch)
+    python groups.py launch GROUP.yaml --executor local --parallel 2   # here, 2 runs at a time (laptops, CI)
+    python groups.py monitor GROUP.yaml                      # run, state, last step / metric, output dir
+    python groups.py stop GROUP.yaml                         # scancel the array
+    python groups.py collect GROUP.yaml                      # every run's all_results.json -> one CSV
+
+A group file:
+
+    name: rte-lr                      # the group's folder: <output_root>/<name>
+    script: fine_tune_t5.py
+    args: {benchmark: glue, dataset_name: rte, model_name_or_path: google-t5/t5-base, max_steps: 4000}
+    grid: {learning_rate: [1.0e-4, 1.0e-3], seed: [1, 2]}   # runs: the cross product (4 here)
+    runs: [{dropout_rate: 0.0}, {dropout_rate: 0.1}]         # optional: each combined with every grid point
+    slurm: {partition: gpu, account: nlp, gpus: 1, cpus: 8, time: "04:00:00", container_image: nvcr.io/...}
+    output_root: runs/groups          # default
+
+Each run's output dir is `<output_root>/<name>/<arg=value,...>` from the values that vary (for seq2seq.py and
+clf.py, whose results go to `<mount_dir>/models/<training_run_name>`, the run name is `<name>--<arg=value,...>`).
+The Slurm executor is ours, not submitit's: the array renders the same sbatch template machinery as a single
+run (signal forwarding, checkpoint and requeue, pyxis containers, W&B run ids that survive a requeue) and
+runs each script as a plain command line, where submitit pickles a Python function, which breaks when the
+compute nodes' container or environment differs from the login node's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from errors import UserError
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+SCRIPTS = ("pre_train_t5.py", "fine_tune_t5.py", "seq2seq.py", "clf.py", "finetune_lm.py", "bias.py")
+MOUNT_SCRIPTS = ("seq2seq.py", "clf.py")  # results under <mount_dir>/models/<training_run_name>
+GROUP_KEYS = ("name", "script", "args", "grid", "runs", "slurm", "output_root")
+SLURM_KEYS = {"gpus": "GPUS", "cpus": "CPUS", "time": "TIME", "max_parallel": "MAX_PARALLEL", "setup": "SETUP",
+              "warn_seconds": "WARN_SECONDS", "max_requeues": "MAX_REQUEUES"}
+SBATCH_LINES = ("partition", "account", "qos", "constraint", "mem", "reservation")  # each an #SBATCH --key=value line
+CONTAINER_KEYS = ("container_image", "container_mounts", "container_workdir")
+FINISHED = "all_results.json"
+STATE_FILE = "group.json"  # in the group dir: the executor, the Slurm job id, the runs
+
+
+@dataclass
+class Run:
+    index: int
+    key: str  # "learning_rate=0.001,seed=1": the values that vary
+    varying: dict[str, Any]
+    argv: list[str]  # the script's arguments, output dir included
+    output_dir: str
+
+
+@dataclass
+class Group:
+    path: str
+    name: str
+    script: str
+    args: dict[str, Any]
+    grid: dict[str, list[Any]]
+    runs: list[dict[str, Any]]
+    slurm: dict[str, Any]
+    output_root: str
+
+    @property
+    def directory(self) -> str:
+        return os.path.join(self.output_root, self.name)
+
+
+# --- the group file ---------------------------------------------------------------------------------------------
+
+
+def read_group(path: str) -> Group:
+    """The group file, checked: one line naming the file and the key for each mistake."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as err:
+        raise UserError(f"{path}: cannot read the group file ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a group file is a mapping with keys {', '.join(GROUP_KEYS)}")
+    unknown = sorted(set(data) - set(GROUP_KEYS))
+    if unknown:
+        raise UserError(f"{path}: unknown key {unknown[0]!r}; valid keys: {', '.join(GROUP_KEYS)}")
+    name, script = data.get("name"), data.get("script")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+        raise UserError(f"{path}: name: {name!r} must be a plain folder name (letters, digits, . _ -)")
+    if script not in SCRIPTS:
+        raise UserError(f"{path}: script: {script!r}; valid: {', '.join(SCRIPTS)}")
+    args, grid, runs, slurm = (data.get(k) or default for k, default in (("args", {}), ("grid", {}), ("runs", []), ("slurm", {})))
+    for key, value, kind in (("args", args, dict), ("grid", grid, dict), ("runs", runs, list), ("slurm", slurm, dict)):
+        if not isinstance(value, kind):
+            raise UserError(f"{path}: {key}: must be a {'mapping' if kind is dict else 'list'}, not {type(value).__name__}")
+    for arg, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise UserError(f"{path}: grid: {arg}: must be a non-empty list of values")
+    for i, run in enumerate(runs):
+        if not isinstance(run, dict):
+            raise UserError(f"{path}: runs[{i}]: must be a mapping of arguments")
+    for arg in [*args, *grid, *(k for run in runs for k in run)]:
+        if arg in ("output_dir", "training_run_name"):
+            raise UserError(f"{path}: {arg}: set by the group for each run (<output_root>/<name>/<arg=value,...>); leave it out")
+    known = set(SLURM_KEYS) | set(SBATCH_LINES) | set(CONTAINER_KEYS)
+    bad = sorted(set(slurm) - known)
+    if bad:
+        raise UserError(f"{path}: slurm: unknown key {bad[0]!r}; valid: {', '.join(sorted(known))}")
+    return Group(path, name, script, args, grid, runs, slurm, str(data.get("output_root") or "runs/groups"))
+
+
+def value_word(value: Any) -> str:
+    """A YAML value as the scripts' parsers read it (true -> True, 1.0e-4 -> 0.0001)."""
+    return str(value)
+
+
+def flag_words(arguments: Mapping[str, Any]) -> list[str]:
+    """`{"learning_rate": 0.001, "tags": [a, b], "bf16": true}` -> `--learning_rate 0.001 --tags a b --bf16 True`."""
+    words: list[str] = []
+    for name, value in arguments.items():
+        if value is None:
+            continue
+        words.append(f"--{name}")
+        words += [value_word(v) for v in value] if isinstance(value, list) else [value_word(value)]
+    return words
+
+
+def run_key(varying: Mapping[str, Any]) -> str:
+    """`arg=value,...` of the values that vary, made a safe folder name ("/" -> "-")."""
+    text = ",".join(f"{k}={value_word(v) if not isinstance(v, list) else '+'.join(map(value_word, v))}" for k, v in varying.items())
+    return re.sub(r"[^A-Za-z0-9._=,+-]", "-", text) or "run"
+
+
+def expand(group: Group) -> list[Run]:
+    """The group's runs: every `runs` entry (or none) combined with every grid point, in file order."""
+    points = [dict(zip(group.grid, values)) for values in itertools.product(*group.grid.values())]
+    combos = [{**run, **point} for run in (group.runs or [{}]) for point in points]
+    runs, seen = [], set()
+    for index, varying in enumerate(combos):
+        key = run_key(varying)
+        if key in seen:
+            raise UserError(f"{group.path}: two runs have the same arguments {key}; each run must differ")
+        seen.add(key)
+        arguments = {**group.args, **varying}
+        if group.script in MOUNT_SCRIPTS:
+            name = f"{group.name}--{key}"
+            mount = str(arguments.get("mount_dir", "mount"))
+            output_dir, extra = os.path.join(mount, "models", name), ["--training_run_name", name]
+        else:
+            output_dir = os.path.join(group.directory, key)
+            extra = ["--output_dir", output_dir]
+        runs.append(Run(index, key, varying, flag_words(arguments) + extra, output_dir))
+    return runs
+
+
+def command(group: Group, run: Run) -> list[str]:
+    """The run's command line on the compute node: python, or accelerate launch over the job's GPUs."""
+    gpus = int(group.slurm.get("gpus", 1))
+    launcher = ["python"] if gpus <= 1 else ["accelerate", "launch", "--num_processes", str(gpus)]
+    return launcher + [group.script] + run.argv
+
+
+# --- executors ---------------------------------------------------------------------------------------------------
+
+
+def launch_slurm(group: Group, runs: list[Run], dry_run: bool = False) -> str:
+    """Render slurm/group_array.sbatch for the runs and submit it; returns the job id (the script's path with
+    --dry_run)."""
+    sys.path.insert(0, os.path.join(ROOT, "slurm"))
+    from render import render
+
+    os.makedirs(os.path.join(group.directory, "logs"), exist_ok=True)
+    runs_file = os.path.abspath(os.path.join(group.directory, "runs.tsv"))
+    with open(runs_file, "w", encoding="utf-8") as f:
+        for run in runs:
+            f.write(f"{run.output_dir}\t{shlex.join(command(group, run))}\n")
+    values = {placeholder: str(group.slurm[key]) for key, placeholder in SLURM_KEYS.items() if key in group.slurm}
+    container = [f"--{key.replace('_', '-')}={group.slurm[key]}" for key in CONTAINER_KEYS if group.slurm.get(key)]
+    with open(os.path.join(ROOT, "slurm", "group_array.sbatch"), encoding="utf-8") as f:
+        text = render(f.read(), **values, JOB_NAME=group.name, LAST_INDEX=str(len(runs) - 1), RUNS_FILE=runs_file,
+                      LOG_DIR=os.path.abspath(os.path.join(group.directory, "logs")), CONTAINER=shlex.join(container))
+    extra = "".join(f"#SBATCH --{key}={group.slurm[key]}\n" for key in SBATCH_LINES if group.slurm.get(key))
+    text = re.sub(r"(#SBATCH --job-name=.*\n)", lambda m: m.group(1) + extra, text, count=1)
+    job_file = os.path.join(group.directory, "group.sbatch")
+    with open(job_file, "w", encoding="utf-8") as f:
+        f.write(text)
+    if dry_run:
+        return job_file
+    proc = subprocess.run(["sbatch", "--parsable", job_file], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise UserError(f"sbatch {job_file}: {proc.stderr.strip() or f'exit status {proc.returncode}'}")
+    job_id = proc.stdout.strip().split(";")[0]
+    write_state(group, {"executor": "slurm", "job_id": job_id, "runs": [r.key for r in runs]})
+    print(f"submitted job array {job_id}: {len(runs)} runs of {group.script}; `python groups.py monitor {group.path}` to follow")
+    return job_id
+
+
+def launch_local(group: Group, runs: list[Run], parallel: int) -> dict[str, int]:
+    """Run the group here, `parallel` runs at a time; a run that already finished is skipped (so a relaunch
+    completes a group). Returns each run's exit status; a log per run in <group dir>/logs/."""
+    logs = os.path.join(group.directory, "logs")
+    os.makedirs(logs, exist_ok=True)
+    status: dict[str, int] = {}
+    pending = [r for r in runs if not os.path.isfile(os.path.join(r.output_dir, FINISHED))]
+    for run in runs:
+        if run not in pending:
+            status[run.key] = 0
+    active: list[tuple[Run, subprocess.Popen, Any]] = []
+    while pending or active:
+        while pending and len(active) < parallel:
+            run = pending.pop(0)
+            log = open(os.path.join(logs, f"{run.key}.log"), "w", encoding="utf-8")
+            proc = subprocess.Popen([sys.executable, os.path.join(ROOT, group.script), *run.argv], stdout=log,
+                                    stderr=subprocess.STDOUT, cwd=os.getcwd())
+            active.append((run, proc, log))
+            print(f"started {run.key}", flush=True)
+        time.sleep(0.2)
+        for item in [a for a in active if a[1].poll() is not None]:
+            run, proc, log = item
+            log.close()
+            status[run.key] = proc.returncode
+            active.remove(item)
+            print(f"{'finished' if proc.returncode == 0 else f'failed ({proc.returncode})'} {run.key}", flush=True)
+        write_state(group, {"executor": "local", "runs": [r.key for r in runs], "returncodes": status})
+    return status
+
+
+def write_state(group: Group, state: Mapping[str, Any]) -> None:
+    from outputs import write_json_atomic
+
+    os.makedirs(group.directory, exist_ok=True)
+    write_json_atomic(os.path.join(group.directory, STATE_FILE), dict(state))
+
+
+def read_state(group: Group) -> dict[str, Any]:
+    path = os.path.join(group.directory, STATE_FILE)
+    if not os.path.isfile(path):
+        raise UserError(f"{group.path}: not launched yet (no {path}); run `python groups.py launch {group.path}`")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+# --- monitor, stop, collect -------------------------------------------------------------------------------------
+
+
+def slurm_states(job_id: str, count: int) -> dict[int, str]:
+    """Array index -> Slurm state: squeue for the tasks still queued or running (one line per task with -r),
+    sacct for the rest."""
+    states: dict[int, str] = {}
+    sacct = subprocess.run(["sacct", "-j", job_id, "--noheader", "--parsable2", "--format=JobID,State"], capture_output=True, text=True)
+    for line in sacct.stdout.splitlines():
+        job, _, state = line.partition("|")
+        match = re.fullmatch(rf"{re.escape(job_id)}_(\d+)", job.strip())
+        if match:
+            states[int(match.group(1))] = state.split()[0] if state.strip() else "UNKNOWN"
+    squeue = subprocess.run(["squeue", "-j", job_id, "-r", "-h", "-o", "%i %T"], capture_output=True, text=True)
+    for line in squeue.stdout.splitlines():
+        job, _, state = line.strip().partition(" ")
+        match = re.fullmatch(rf"{re.escape(job_id)}_(\d+)", job)
+        if match:
+            states[int(match.group(1))] = state.strip()
+    return {i: states.get(i, "UNKNOWN") for i in range(count)}
+
+
+def run_state(group: Group, run: Run, state: Mapping[str, Any], slurm: Mapping[int, str] | None) -> str:
+    if slurm is not None:
+        return slurm[run.index]
+    if os.path.isfile(os.path.join(run.output_dir, FINISHED)):
+        return "COMPLETED"
+    if os.path.exists(os.path.join(run.output_dir, "PREEMPTED")):
+        return "PREEMPTED"
+    code = state.get("returncodes", {}).get(run.key)
+    return "PENDING" if code is None else "COMPLETED" if code == 0 else f"FAILED ({code})"
+
+
+def last_progress(output_dir: str) -> tuple[str, str]:
+    """(the last logged step, the last logged metric "name=value") from the run's results or its newest checkpoint."""
+    finished = os.path.join(output_dir, FINISHED)
+    history: list[dict[str, Any]] = []
+    if os.path.isdir(output_dir):
+        checkpoints = sorted((int(m.group(1)), n) for n in os.listdir(output_dir) if (m := re.fullmatch(r"checkpoint-(\d+)", n)))
+        states = [os.path.join(output_dir, "trainer_state.json")] + [os.path.join(output_dir, n, "trainer_state.json") for _, n in reversed(checkpoints)]
+        for path in states:
+            if os.path.isfile(path):
+                with open(path, encoding="utf-8") as f:
+                    history = json.load(f).get("log_history", [])
+                break
+    step = str(history[-1].get("step", "-")) if history else "-"
+    metric = "-"
+    for entry in reversed(history):
+        keys = [k for k in entry if k.startswith("eval_") and not k.endswith(("runtime", "per_second"))] or \
+               [k for k in entry if k in ("loss", "train_loss")]
+        if keys:
+            metric = f"{keys[0]}={entry[keys[0]]:.4g}"
+            break
+    if os.path.isfile(finished) and metric == "-":
+        with open(finished, encoding="utf-8") as f:
+            results = json.load(f)
+        key = next((k for k in results if k.startswith("eval_") and isinstance(results[k], (int, float))), None)
+        metric = f"{key}={results[key]:.4g}" if key else "-"
+    return step, metric
+
+
+def monitor(group: Group, runs: list[Run]) -> list[dict[str, str]]:
+    state = read_state(group)
+    slurm = slurm_states(state["job_id"], len(runs)) if state.get("executor") == "slurm" else None
+    rows = []
+    for run in runs:
+        step, metric = last_progress(run.output_dir)
+        rows.append({"run": run.key, "state": run_state(group, run, state, slurm), "step": step, "metric": metric,
+                     "output_dir": run.output_dir})
+    widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in rows[0]}
+    print("  ".join(k.ljust(widths[k]) for k in widths))
+    for row in rows:
+        print("  ".join(row[k].ljust(widths[k]) for k in widths))
+    return rows
+
+
+def stop(group: Group) -> None:
+    state = read_state(group)
+    if state.get("executor") != "slurm":
+        raise UserError(f"{group.path}: ran with the local executor; stop it with Ctrl-C (a relaunch skips the finished runs)")
+    subprocess.run(["scancel", state["job_id"]], check=False)
+    print(f"scancel {state['job_id']}")
+
+
+def collect(group: Group, runs: list[Run]) -> str:
+    """<group dir>/results.csv: run, state, output_dir, one column per varying argument, one per results key."""
+    state = read_state(group)
+    slurm = slurm_states(state["job_id"], len(runs)) if state.get("executor") == "slurm" else None
+    arg_columns = list(dict.fromkeys(k for run in runs for k in run.varying))
+    rows, result_columns = [], []
+    for run in runs:
+        results: dict[str, Any] = {}
+        path = os.path.join(run.output_dir, FINISHED)
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                results = json.load(f)
+        for key in results:
+            if key not in result_columns:
+                result_columns.append(key)
+        rows.append({"run": run.key, "state": run_state(group, run, state, slurm), "output_dir": run.output_dir,
+                     **{k: value_word(v) for k, v in run.varying.items()},
+                     **{k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in results.items()}})
+    out = os.path.join(group.directory, "results.csv")
+    with open(out, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["run", "state", "output_dir", *arg_columns, *result_columns], restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"{len(rows)} runs -> {out}")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> Any:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("launch", "monitor", "stop", "collect"))
+    parser.add_argument("group_file")
+    parser.add_argument("--executor", choices=("slurm", "local"), default="slurm", help="launch: Slurm job array, or here")
+    parser.add_argument("--parallel", type=int, default=1, help="--executor local: runs at a time")
+    parser.add_argument("--dry_run", action="store_true", help="launch on Slurm: write the job script, do not submit it")
+    args = parser.parse_args(argv)
+    group = read_group(args.group_file)
+    runs = expand(group)
+    if args.action == "launch":
+        if args.parallel < 1:
+            raise UserError(f"--parallel {args.parallel}: must be at least 1")
+        if args.executor == "local":
+            status = launch_local(group, runs, args.parallel)
+            failed = sorted(k for k, code in status.items() if code != 0)
+            if failed:
+                raise UserError(f"{len(failed)} of {len(runs)} runs failed: {', '.join(failed)}; logs in {group.directory}/logs")
+            return status
+        return launch_slurm(group, runs, args.dry_run)
+    if args.action == "monitor":
+        return monitor(group, runs)
+    if args.action == "stop":
+        return stop(group)
+    return collect(group, runs)
+
+
+if __name__ == "__main__":
+    try:  # not errors.run_main: this process only starts runs, and SIGTERM should end it
+        main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
