@@ -8,13 +8,22 @@ PY := $(VENV)/bin/python
 RUN := HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY)
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench lock clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+# The hashed lock (requirements.lock: every package but torch, exact versions and sha256 hashes) installs with
+# --require-hashes. torch's wheel differs per platform (the CPU build here, a CUDA build on GPU hosts: same
+# version, different files), so it is kept out of the lock and installed first by its exact pin from
+# requirements.txt. `make lock` regenerates the locks from requirements*.txt (needs uv: pip install uv==0.13.9).
+TORCH_PIN := $(shell grep -E '^torch==' requirements.txt)
+PIP := $(PY) -m pip --disable-pip-version-check
+
+$(VENV)/.installed: requirements.txt requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(PIP) install -q "$(TORCH_PIN)"
+	$(PIP) install -q --require-hashes --no-deps -r requirements.lock
+	$(PIP) check
 	touch $@
 
 # Pre-train a tiny T5 (tokenizer trained on the corpus) on the Python standard library's docstrings,
@@ -40,9 +49,21 @@ demo: install
 	  --output_dir $(DEMO_DIR)/bias --head_importance --mask_top_k 4 --disable_tqdm True
 
 # DeepSpeed is optional for users; the tests run ZeRO-2 on the CPU, so `make test` installs it too.
-$(VENV)/.installed-deepspeed: requirements-deepspeed.txt $(VENV)/.installed
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements-deepspeed.txt
+$(VENV)/.installed-deepspeed: requirements-deepspeed.lock $(VENV)/.installed
+	$(PIP) install -q --require-hashes --no-deps -r requirements-deepspeed.lock
+	$(PIP) check
 	touch $@
+
+# Packages of torch's CUDA build only: not locked (they come with torch's own install on GPU hosts).
+TORCH_ONLY := torch triton cuda-bindings cuda-pathfinder cuda-toolkit nvidia-cublas nvidia-cuda-cupti nvidia-cuda-nvrtc \
+  nvidia-cuda-runtime nvidia-cudnn-cu13 nvidia-cufft nvidia-cufile nvidia-curand nvidia-cusolver nvidia-cusparse \
+  nvidia-cusparselt-cu13 nvidia-nccl-cu13 nvidia-nvjitlink nvidia-nvshmem-cu13 nvidia-nvtx
+LOCK := uv pip compile --generate-hashes --universal --python-version 3.11 --no-header $(TORCH_ONLY:%=--no-emit-package %)
+
+lock:
+	$(LOCK) requirements.txt -o requirements.lock
+	$(LOCK) requirements.txt requirements-deepspeed.txt $$(sed -nE 's/^([A-Za-z0-9._-]+)==.*/--no-emit-package \1/p' requirements.lock) \
+	  -o requirements-deepspeed.lock
 
 test: install $(VENV)/.installed-deepspeed
 	$(RUN) -m pytest -q --durations=25 tests
