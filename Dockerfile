@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # Container for job runners: the toolkit's scripts and their exact pins on Python 3.11.
 #   docker build -t t5-toolkit .
 #   docker run --gpus all --ipc=host -v "$HOME":/app/mount t5-toolkit python seq2seq.py \
@@ -20,11 +21,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first: these layers are rebuilt only when the pins change. DeepSpeed (for the ZeRO
-# configs) is built from its source distribution after torch, with no ops compiled ahead: ZeRO-2/3 with
-# the Trainer's optimizer needs none.
-COPY requirements.txt requirements-deepspeed.txt ./
-RUN pip install -r requirements.txt && pip install -r requirements-deepspeed.txt
+# Dependencies first: these layers are rebuilt only when the pins change. As `make install`: torch by its
+# exact pin (its wheel differs per platform), then every other package from the hashed locks
+# (--require-hashes). DeepSpeed (for the ZeRO configs) is built from its source distribution after torch,
+# with no ops compiled ahead: ZeRO-2/3 with the Trainer's optimizer needs none. The BuildKit cache mount keeps
+# downloaded wheels between builds (the image itself stays without them).
+COPY requirements.txt requirements.lock requirements-deepspeed.lock ./
+RUN --mount=type=cache,target=/root/.cache/pip PIP_NO_CACHE_DIR=0 pip install "$(grep -E '^torch==' requirements.txt)" \
+    && PIP_NO_CACHE_DIR=0 pip install --require-hashes --no-deps -r requirements.lock \
+    && PIP_NO_CACHE_DIR=0 pip install --require-hashes --no-deps -r requirements-deepspeed.lock && pip check
 
 # The scripts, their shared modules, and the launch configs (a mount over /app/mount brings models and data).
 COPY *.py ./

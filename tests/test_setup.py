@@ -39,6 +39,43 @@ class SetupTest(absltest.TestCase):
         pinned = pins(read("requirements.txt").splitlines() + read("requirements-deepspeed.txt").splitlines())
         self.assertEqual(pins(pip_section), pinned)
 
+    def test_the_hashed_locks_cover_the_pins_and_leave_torch_out(self) -> None:
+        lock, deepspeed_lock = read("requirements.lock"), read("requirements-deepspeed.lock")
+        locked: dict[str, str] = {}
+        for name, text in (("requirements.lock", lock), ("requirements-deepspeed.lock", deepspeed_lock)):
+            in_file: dict[str, str] = {}
+            entries = re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;\\]+)[^\n]*\\\n((?:\s+--hash=sha256:[0-9a-f]{64}(?: \\)?\n)+)", text, re.MULTILINE)
+            names = re.findall(r"^([A-Za-z0-9_.-]+)==", text, re.MULTILINE)
+            self.assertEqual(len(entries), len(names), f"{name}: every package has sha256 hashes")
+            self.assertGreater(len(entries), 5, name)
+            for package, version, _ in entries:  # a package may appear twice in one lock, per Python version (markers)
+                self.assertNotIn(package.lower(), locked, f"{package} is in both locks")
+                in_file.setdefault(package.lower(), version)
+            locked.update(in_file)
+        required = pins(read("requirements.txt").splitlines() + read("requirements-deepspeed.txt").splitlines())
+        for package, version in required.items():
+            if package == "torch":  # per-platform wheels: installed by its pin, kept out of the lock
+                self.assertNotIn("torch", locked)
+                continue
+            self.assertEqual(locked.get(package), version, f"{package}=={version} of requirements*.txt is not in the lock")
+        self.assertFalse([p for p in locked if p.startswith(("nvidia-", "cuda-")) or p == "triton"], "torch's CUDA packages stay out")
+        makefile = read("Makefile")
+        self.assertIn("install -q --require-hashes --no-deps -r requirements.lock", makefile)
+        self.assertIn('install -q "$(TORCH_PIN)"', makefile)
+
+    def test_container_files_install_from_the_locks_and_pass_secrets_through(self) -> None:
+        dockerfile = read("Dockerfile")
+        self.assertTrue(dockerfile.startswith("# syntax=docker/dockerfile:1\n"), "the cache mount needs BuildKit's syntax line first")
+        self.assertIn("--require-hashes --no-deps -r requirements.lock", dockerfile)
+        self.assertIn("--require-hashes --no-deps -r requirements-deepspeed.lock", dockerfile)
+        self.assertNotRegex(dockerfile, r"(?i)(WANDB_API_KEY|HF_TOKEN)\s*=")  # no secret baked in
+        dev = json.loads(read(".devcontainer/devcontainer.json"))
+        self.assertEqual(dev["build"], {"dockerfile": "../Dockerfile", "context": ".."})
+        self.assertIn("--gpus", dev["runArgs"])
+        self.assertEqual(dev["containerEnv"]["WANDB_API_KEY"], "${localEnv:WANDB_API_KEY}")
+        self.assertEqual(dev["containerEnv"]["HF_TOKEN"], "${localEnv:HF_TOKEN}")
+        self.assertTrue(any("target=/app/mount/.cache/huggingface,type=volume" in m for m in dev["mounts"]))
+
     def test_ci_runs_the_readme_test_command(self) -> None:
         ci = read(".ci/run")
         self.assertIn("make test", ci)
