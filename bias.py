@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model_task = resolve_model_task(bias_args.model_task, checked.model_task or model_task_of(config), bias_args.model_name_or_path)
         model = load_language_model(bias_args.model_name_or_path, model_task, config=config, **hub)
         model.to(run.device)
+        if bias_args.mask_top_k:  # a Hub model's head count is known only now: before any scoring, not after
+            check_top_k(mask_shapes_of(model.config), bias_args.mask_top_k)
         base_masks = apply_head_mask_flag(run.head_mask, model)  # --head_mask: None, or the mask per stack
 
         # Data: the benchmark's items (each with its sentences' model rows).
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "benchmark": entry["name"], "model": bias_args.model_name_or_path, "model_task": model_task,
             "scoring_method": bias_scoring.METHODS[(bias_scoring.FAMILY[benchmark], model_task)],
             "headline_metric": "/".join(headline), "ideal": BIAS_IDEAL, "examples": len(rows),
-            "head_mask": run.head_mask, "metrics": metrics,
+            "head_mask": run.head_mask, "precision": "bf16" if run.bf16 else "fp32", "metrics": metrics,
         }
 
         # Heads: importance (the gradient of the bias objective w.r.t. a mask of ones), then re-score without the top K.
@@ -173,7 +175,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             chart = outputs.path("bias_by_type.png")
             plot_bias_bars([label for label, _ in bars], [value for _, value in bars], BIAS_IDEAL, f"{entry['name']}: {'/'.join(headline)}", chart)
             results["chart_file"] = os.path.basename(chart)
-            write_provenance(run.output_dir, (bias_args, run), argv)
+            provenance = outputs.path("provenance.json")  # a new name beside an earlier run's: never replaced
+            write_provenance(run.output_dir, (bias_args, run), argv, name=os.path.basename(provenance))
+            results["provenance_file"] = os.path.basename(provenance)
             write_json_atomic(outputs.path(RESULTS_FILE), results)
             print(format_table(f"{entry['name']} · {bias_args.model_name_or_path} ({model_task}) · ideal 50", metrics))
             if "mask_top_k" in results:
@@ -210,11 +214,16 @@ def check_inputs(bias_args: BiasArguments, run: Any) -> CheckedInputs:
     shapes = local_mask_shapes(bias_args.model_name_or_path) if heads_used else None
     check_head_mask(run.head_mask, shapes)
     if bias_args.mask_top_k is not None and shapes is not None:
-        from heads import top_heads
-
-        top_heads({stack: _zeros(shape) for stack, shape in shapes.items()}, bias_args.mask_top_k)
+        check_top_k(shapes, bias_args.mask_top_k)
     check_output_dir(run.output_dir, overwrite=True)  # evaluation files take new names beside earlier ones
     return CheckedInputs(entry, data, shapes, bias_args.model_task or local_model_task(bias_args.model_name_or_path))
+
+
+def check_top_k(shapes: dict[str, tuple[int, int]], k: int) -> None:
+    """--mask_top_k K against the model's heads (heads.top_heads' one-line error when there are fewer)."""
+    from heads import top_heads
+
+    top_heads({stack: _zeros(shape) for stack, shape in shapes.items()}, k)
 
 
 def check_no_training_controls(run: Any) -> None:

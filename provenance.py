@@ -92,11 +92,11 @@ def command_line(argv: Sequence[str] | None, script: str | None = None) -> list[
     return redact_argv([script or os.path.basename(sys.argv[0])] + list(sys.argv[1:] if argv is None else argv))
 
 
-def write_provenance(output_dir: str, arg_objects: Sequence[Any], argv: Sequence[str] | None) -> None:
+def write_provenance(output_dir: str, arg_objects: Sequence[Any], argv: Sequence[str] | None, name: str = "provenance.json") -> None:
     """`provenance.json`: the resolved arguments (secrets redacted), the command line, the git commit
     and the installed package versions."""
     write_json_atomic(
-        os.path.join(output_dir, "provenance.json"),
+        os.path.join(output_dir, name),
         {
             "arguments": resolved_arguments(arg_objects),
             "command": command_line(argv),

@@ -235,9 +235,14 @@ class LMTrainingArguments(ToolkitTrainingArguments):
 class BiasRunArguments(ToolkitTrainingArguments):
     """bias.py's arguments from the Trainer's (it scores, it does not train): --output_dir (required),
     --per_device_eval_batch_size (model rows, i.e. masked copies and candidates, per forward pass; default 32,
-    changed from the Trainer's 8), --bf16, --seed, --head_mask, --disable_tqdm."""
+    changed from the Trainer's 8), --bf16 (default off, also on GPUs: changed), --seed, --head_mask, --disable_tqdm."""
 
     per_device_eval_batch_size: int = field(default=32, metadata={"help": "Model rows (masked copies, candidates) per forward pass."})
+    bf16: Optional[bool] = field(
+        default=False,
+        metadata={"help": "Score under bf16 autocast. Default off, also on GPUs: bf16 logits move pseudo-log-likelihoods "
+                  "by ~0.1 nats, enough to flip close pairs; the scores are fp32 unless you ask."},
+    )
 
 
 def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:

@@ -11,12 +11,14 @@ import json
 import os
 import tempfile
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import torch
 from absl.testing import absltest, parameterized
 
 import bias_scoring
+from errors import UserError
 from bias_scoring import Scorer, pair_scorings, score_sentences, span_scoring
 from metrics import crows_pairs_metrics, stereoset_metrics, winobias_metrics
 from tests.fixtures import tiny_lm, tiny_lm_tokenizer
@@ -153,6 +155,28 @@ class SpanScoringTest(parameterized.TestCase):
         self.assertEqual(bias_scoring.filled_word_span("The BLANK chef cooked.", "The quellan chef cooked."), (4, 11))
         with self.assertRaisesRegex(Exception, r"^no word of 'Short\.' at the position of BLANK in 'A long BLANK here\.'$"):
             bias_scoring.filled_word_span("A long BLANK here.", "Short.")
+        # Punctuation inside the word stays (the release's dev set has such words); only what surrounds it goes.
+        sentence = "The man is hard-working."
+        start, end = bias_scoring.filled_word_span("The man is BLANK.", sentence)
+        self.assertEqual(sentence[start:end], "hard-working")
+        sentence = "It is \"mom's\" car."
+        start, end = bias_scoring.filled_word_span("It is BLANK car.", sentence)
+        self.assertEqual(sentence[start:end], "mom's")
+
+    def test_antistereo_pairs_are_matched_less_first_as_metric_py(self) -> None:
+        tokenizer = tiny_lm_tokenizer("bert")
+        scorer = Scorer.of(tokenizer, "mlm")
+        # Found by search: difflib shares different tokens of sent_more in the two orders for this pair.
+        more, less = "tests tests when sentinel when sentinel tests", "tests sentinel tests when tests tests tests"
+        record = {"sent_more": more, "sent_less": less, "stereo_antistereo": "antistereo", "bias_type": "gender"}
+        (item,) = bias_scoring.crows_pairs_items([record], scorer)
+        want_less, want_more = bias_scoring.pair_scorings(scorer, less, more)
+        self.assertEqual(item.scorings["sent_more"].rows, want_more.rows)
+        self.assertEqual(item.scorings["sent_less"].rows, want_less.rows)
+        other_order, _ = bias_scoring.pair_scorings(scorer, more, less)
+        self.assertNotEqual(item.scorings["sent_more"].rows, other_order.rows)  # the order matters for this pair
+        (stereo,) = bias_scoring.crows_pairs_items([{**record, "stereo_antistereo": "stereo"}], scorer)
+        self.assertEqual(stereo.scorings["sent_more"].rows, other_order.rows)
 
 
 class MetricTest(absltest.TestCase):
@@ -207,9 +231,6 @@ class MetricTest(absltest.TestCase):
         self.assertEqual(result["overall"]["pairs"], 4)
         self.assertEqual(result["overall"]["pro_preferred"], 50.0)
 
-
-if __name__ == "__main__":
-    absltest.main()
 
 
 class BiasScriptTest(parameterized.TestCase):
@@ -268,6 +289,47 @@ class BiasScriptTest(parameterized.TestCase):
                 self.assertAlmostEqual(got[key], want[key], delta=1e-4)
             self.assertEqual({k: v for k, v in got.items() if not k.endswith("_score")},
                              json.loads(json.dumps({k: v for k, v in want.items() if not k.endswith("_score")})))
+
+
+class BiasRunOutputTest(absltest.TestCase):
+    """A second run into the same dir replaces nothing; scores are fp32 unless --bf16; --mask_top_k too large for a
+    model whose heads are known only once it loads fails before anything is written."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        import bias_data
+        from tests.fixtures import save_tiny_lm
+
+        cls.tmp = tempfile.mkdtemp()
+        cls.data = os.path.join(cls.tmp, "data")
+        bias_data.write_bias_fixtures(cls.data)
+        cls.models = {"bert": save_tiny_lm(os.path.join(cls.tmp, "bert"), "bert")}
+
+    run_bias = BiasScriptTest.run_bias
+
+    def test_a_second_run_takes_new_names_and_records_its_precision(self) -> None:
+        out = os.path.join(self.tmp, "twice")
+        argv = ("--dataset_name", "crows_pairs", "--dataset_dir", self.data, "--model_name_or_path", self.models["bert"],
+                "--output_dir", out, "--max_examples", "4")
+        first = self.run_bias(*argv)
+        second = self.run_bias(*argv, "--seed", "7")
+        self.assertEqual((first["provenance_file"], second["provenance_file"]), ("provenance.json", "provenance-1.json"))
+        with open(os.path.join(out, "provenance.json")) as f:
+            self.assertNotIn("7", [a for a in json.load(f)["command"] if a == "7"])  # the first run's, unchanged
+        with open(os.path.join(out, "provenance-1.json")) as f:
+            self.assertIn("--seed", json.load(f)["command"])
+        self.assertEqual(first["precision"], "fp32")
+
+    def test_mask_top_k_checked_once_the_model_loads(self) -> None:
+        import controls
+
+        out = os.path.join(self.tmp, "topk")
+        with mock.patch.object(controls, "local_mask_shapes", return_value=None):  # as for a Hub name: unknown early
+            with self.assertRaisesRegex(UserError, r"^--mask_top_k 100: the model has 8 heads$"):
+                self.run_bias("--dataset_name", "crows_pairs", "--dataset_dir", self.data, "--model_name_or_path", self.models["bert"],
+                              "--output_dir", out, "--head_importance", "--mask_top_k", "100")
+        self.assertFalse(os.path.exists(out) and os.listdir(out), os.listdir(out) if os.path.exists(out) else None)
 
 
 class HeadImportanceTest(absltest.TestCase):
@@ -493,3 +555,7 @@ class OutputFormTest(absltest.TestCase):
             "overall           2          50.00            0.00         1     50.00                  -",
             "summary           -              -               -         -         -             100.00",
         ])
+
+
+if __name__ == "__main__":
+    absltest.main()

@@ -92,6 +92,28 @@ class SetupTest(absltest.TestCase):
         proc = subprocess.run(["bash", "-n", os.path.join(ROOT, "bench", "gpu_smoke.sh")], capture_output=True, text=True)
         self.assertEqual(proc.returncode, 0, proc.stderr)
 
+    def test_gpu_smoke_on_a_bare_python_skips_each_step_with_the_reason(self) -> None:
+        """The offline GPU machines' case: their Python lacks our packages and the wheel folder lacks them too."""
+        import subprocess
+        import sys
+        import tempfile
+
+        tmp = tempfile.mkdtemp()
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", os.path.join(tmp, "bare")], check=True)
+        out = os.path.join(tmp, "out")
+        env = {**os.environ, "PY": os.path.join(tmp, "bare", "bin", "python"), "OUT": out, "CPU": "1",
+               "WHEELS": os.path.join(tmp, "no-wheels")}
+        proc = subprocess.run(["bash", os.path.join(ROOT, "bench", "gpu_smoke.sh")], capture_output=True, text=True, env=env, timeout=120)
+        self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
+        with open(os.path.join(out, "gpu_figures.json")) as f:
+            figures = {s["step"]: s["result"] for s in json.load(f)}
+        self.assertEqual(figures["setup"]["torch"], "missing (ModuleNotFoundError)")
+        self.assertEqual(figures["pretrain_throughput"], {"skipped": "datasets is not installed"})
+        self.assertEqual(figures["kl_overhead"], {"skipped": "datasets is not installed"})
+        with open(os.path.join(out, "gpu_smoke.log")) as f:
+            log = f.read()
+        self.assertIn(f"skipped installing transformers: no wheel folder {env['WHEELS']}", log)
+
     def test_deepspeed_config_leaves_trainer_settings_to_the_trainer(self) -> None:
         config = json.loads(read("zero_stage2_config.json"))
         self.assertEqual(config["zero_optimization"]["stage"], 2)
