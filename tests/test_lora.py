@@ -145,6 +145,7 @@ class LoraFlagTest(parameterized.TestCase):
         ("alpha_without_rank", ["--lora_alpha", "16"], "--lora_alpha without --lora_r: LoRA is off", ""),
         ("freezing", ["--lora_r", "4", "--frozen_params", "shared.weight"], "--frozen_params with --lora_r", ""),
         ("merge_without_adapters", ["--merge_lora"], "--merge_lora without adapters", ""),
+        ("fp16_still_refused", ["--lora_r", "4", "--fp16"], "--fp16", "or pass --allow_fp16 to force it"),
     )
     def test_one_line_error(self, extra: list[str], message: str, hint: str) -> None:
         out = os.path.join(self.tmp, "never")
@@ -182,7 +183,7 @@ class LanguageModelLoraTest(absltest.TestCase):
         run = os.path.join(tmp, "run")
         finetune_lm.main(["--model_name_or_path", base, "--train_file", text, "--test_file", text, "--output_dir", run,
                           "--max_steps", "3", "--lora_r", "2", "--per_device_train_batch_size", "8", "--report_to", "none",
-                          "--disable_tqdm", "True"])
+                          "--disable_tqdm", "True", "--bf16"])  # CPU bf16 autocast: adapters train in it too
         with open(os.path.join(run, "model", "adapter_config.json")) as f:  # finetune_lm.py saves its model in model/
             config = json.load(f)
         self.assertEqual((config["task_type"], config["target_modules"]), ("CAUSAL_LM", ["c_attn"]))  # peft's GPT-2 default
