@@ -698,7 +698,9 @@ class DockerfileTest(absltest.TestCase):
         instructions = dockerfile_instructions()
         self.assertEqual(instructions[0], ("FROM", "python:3.11-slim"))
         runs = " ".join(args for op, args in instructions if op == "RUN")
-        self.assertIn("pip install -r requirements.txt", runs)  # the same pins as everywhere
+        # The same environment as `make install`: torch by its pin, the rest from the hashed locks.
+        self.assertIn("pip install \"$(grep -E '^torch==' requirements.txt)\"", runs)
+        self.assertIn("pip install --require-hashes --no-deps -r requirements.lock", runs)
         self.assertIn(("CMD", '["python", "seq2seq.py", "--help"]'), instructions)
         self.assertNotIn("ENTRYPOINT", [op for op, _ in instructions], "`docker run IMAGE python any_script.py ...`")
 
