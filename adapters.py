@@ -177,9 +177,16 @@ def save_merged(adapter_dir: str, output_dir: str, model_class: Any, tokenizer: 
     `model_class`, so that sharded or offloaded training weights play no part) and save it, with the tokenizer,
     to `output_dir`; returns `output_dir`. The merged weights are W + (alpha / r) B A, peft's merge_and_unload."""
     from peft import PeftModel
+    from transformers.integrations import deepspeed as hf_deepspeed
 
-    base = model_class.from_pretrained(adapter_base(adapter_dir))
-    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    # Under ZeRO-3, transformers would partition a model loaded in this process (zero.Init: every weight of size
+    # 0 here); the copy to merge is a whole one, on the CPU, so ZeRO-3 is off while it loads.
+    saved, hf_deepspeed._hf_deepspeed_config_weak_ref = hf_deepspeed._hf_deepspeed_config_weak_ref, None
+    try:
+        base = model_class.from_pretrained(adapter_base(adapter_dir))
+        merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved
     merged.save_pretrained(output_dir)
     if tokenizer is not None:
         tokenizer.save_pretrained(output_dir)

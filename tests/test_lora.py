@@ -199,6 +199,15 @@ class LanguageModelLoraTest(absltest.TestCase):
             rows = list(csv.DictReader(f))
         self.assertEqual(sum(r["item"] == "0" for r in rows), len(tiny_lm_tokenizer("gpt2")("the model reads the text")["input_ids"]))
         self.assertTrue(all(math.isfinite(float(r["surprisal"])) and float(r["surprisal"]) > 0 for r in rows))
+        # bias.py takes the adapter directory as its model too (the same loader as every script).
+        import bias
+        import bias_data
+
+        bias_data.write_bias_fixtures(os.path.join(tmp, "bias"))
+        results = bias.main(["--dataset_name", "crows_pairs", "--dataset_dir", os.path.join(tmp, "bias"), "--model_name_or_path",
+                             os.path.join(run, "model"), "--output_dir", os.path.join(tmp, "bias_out"), "--max_examples", "4",
+                             "--disable_tqdm", "True"])
+        self.assertEqual((results["model_task"], results["examples"]), ("lm", 4))
 
 
 class DistributedLoraTest(absltest.TestCase):
@@ -224,6 +233,19 @@ class DistributedLoraTest(absltest.TestCase):
         self.launch([os.path.join(BIN, "torchrun"), "--nproc_per_node", "2", "--master_port", "29581"], out, [])
         with open(os.path.join(out, "all_results.json")) as f:
             self.assertAlmostEqual(json.load(f)["epoch"], 4 / 13, places=4)  # 200 examples in batches of 8 x 2 ranks: 13 a epoch
+
+    def test_zero_stage3_trains_saves_and_merges(self) -> None:
+        """ZeRO-3 partitions every model transformers loads in the process: the merge loads its whole copy outside it
+        (a merge under ZeRO-3 once added a (64, 64) update to a weight of size 0)."""
+        from modeling import load_model
+
+        out = os.path.join(tempfile.mkdtemp(), "zero3")
+        self.launch([os.path.join(BIN, "torchrun"), "--nproc_per_node", "1", "--master_port", "29583"], out,
+                    ["--deepspeed", os.path.join(ROOT, "zero_stage3_config.json"), "--merge_lora"], DS_ACCELERATOR="cpu")
+        merged, adapted = load_model(os.path.join(out, "merged")).eval(), load_model(out).eval()
+        inputs = {"input_ids": torch.tensor([[5, 9, 14, 1]]), "labels": torch.tensor([[11, 1]])}
+        with torch.no_grad():
+            torch.testing.assert_close(merged(**inputs).logits, adapted(**inputs).logits, rtol=0, atol=1e-5)
 
     def test_zero_stage2_on_the_cpu(self) -> None:
         out = os.path.join(tempfile.mkdtemp(), "zero2")
