@@ -218,6 +218,7 @@ class EarlyTrainingFlags(TrainingControls):
     push_to_hub: bool = False
     push_to_hub_dry_run: bool = False
     hub_token: Optional[str] = None  # read only to tell whether a push has a token (hub.check_hub); never saved
+    hub_model_id: Optional[str] = None
 
     def __post_init__(self) -> None:
         self.output_dir = sweep_run_dir(self.output_dir, "--output_dir")

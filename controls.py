@@ -105,7 +105,7 @@ def check_controls(c: TrainingControls, evaluates: bool | None = None, model: st
     from hub import check_hub  # not a training control, but every training script's early checks run here
 
     check_hub(getattr(c, "push_to_hub", False), getattr(c, "push_to_hub_dry_run", False), getattr(c, "no_train", False),
-              getattr(c, "hub_token", None))
+              getattr(c, "hub_token", None), getattr(c, "hub_model_id", None), getattr(c, "output_dir", None))
 
     if c.patience is not None and evaluates is False:
         raise UserError(f"--patience {c.patience}: early stopping needs an evaluation each epoch (validation data and "

@@ -124,8 +124,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                    max_length=task_args.max_source_length if task_args.pad_to_max_length else None),
             tokenizer.pad_token_id,
         )
+        user_generation_length = training_args.generation_max_length  # each task's own default otherwise (mixtures)
         if len(tasks) == 1:
-            trainer = task_trainer(tasks[0], model, tokenizer, training_args, task_args, train, collator)
+            trainer = task_trainer(tasks[0], model, tokenizer, training_args, task_args, train, collator, user_generation_length)
         else:
             trainer = mixture_trainer(tasks, model, tokenizer, training_args, train, collator)
 
@@ -142,7 +143,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             logger.info("padded-token fraction of the batches built: %.3f", collator.padded_fraction)
         predictions = {}
         for task in tasks:
-            evaluator = trainer if len(tasks) == 1 else task_trainer(task, trainer.model, tokenizer, training_args, task_args, None, collator)
+            evaluator = trainer if len(tasks) == 1 else task_trainer(task, trainer.model, tokenizer, training_args, task_args, None,
+                                                                     collator, user_generation_length)
             results.update(evaluate_task(evaluator, task, prefixed=len(tasks) > 1))
             if training_args.do_predict:
                 predictions[task.entry["name"]] = {name: predict(evaluator, task.mode, task.entry, tokenizer, task.tokenized[name])
@@ -203,13 +205,14 @@ def training_set(tasks: list[Task], task_args: TaskArguments, training_args: Any
 
 
 def task_trainer(task: Task, model: Any, tokenizer: Any, training_args: Any, task_args: TaskArguments, train: Any,
-                 collator: Any) -> Any:
-    """The Trainer of one task: its metric picks the best checkpoint; label scoring or generation."""
+                 collator: Any, generation_max_length: int | None = None) -> Any:
+    """The Trainer of one task: its metric picks the best checkpoint; label scoring or generation (at most
+    `generation_max_length` tokens, the user's --generation_max_length; default: the task's longest label + 1)."""
     if training_args.metric_for_best_model is None and task.evals:
         training_args.metric_for_best_model, training_args.greater_is_better = best_model_metric(task.entry, list(task.evals)), True
     if task.mode == "generate":  # decode labels greedily, at most one token longer than the longest label
         training_args.predict_with_generate = True
-        training_args.generation_max_length = training_args.generation_max_length or generation_length(task.entry, tokenizer, task_args.max_target_length)
+        training_args.generation_max_length = generation_max_length or generation_length(task.entry, tokenizer, task_args.max_target_length)
         training_args.generation_num_beams = training_args.generation_num_beams or 1
     else:
         training_args.predict_with_generate = False

@@ -120,7 +120,14 @@ def read_group(path: str) -> Group:
     bad = sorted(set(slurm) - known)
     if bad:
         raise UserError(f"{path}: slurm: unknown key {bad[0]!r}; valid: {', '.join(sorted(known))}")
-    return Group(path, name, script, args, grid, runs, slurm, str(data.get("output_root") or "runs/groups"))
+    for where, mapping in [("args", args), ("grid", grid), *((f"runs[{i}]", run) for i, run in enumerate(runs))]:
+        for arg, value in mapping.items():
+            for v in value if isinstance(value, list) else [value]:
+                if isinstance(v, str) and ("\n" in v or "\t" in v):
+                    raise UserError(f"{path}: {where}: {arg}: a value holds a newline or tab; give it on one line")
+    # Runs start in the repository root, on Slurm (--chdir) and here alike: relative paths are relative to it.
+    output_root = os.path.join(ROOT, str(data.get("output_root") or "runs/groups"))
+    return Group(path, name, script, args, grid, runs, slurm, os.path.normpath(output_root))
 
 
 def value_word(value: Any) -> str:
@@ -180,6 +187,13 @@ def command(group: Group, run: Run) -> list[str]:
 def launch_slurm(group: Group, runs: list[Run], dry_run: bool = False) -> str:
     """Render slurm/group_array.sbatch for the runs and submit it; returns the job id (the script's path with
     --dry_run)."""
+    state_file = os.path.join(group.directory, STATE_FILE)
+    if not dry_run and os.path.isfile(state_file):
+        with open(state_file, encoding="utf-8") as f:
+            earlier = json.load(f)
+        raise UserError(f"{group.path}: already launched (job {earlier.get('job_id', '?')}, {state_file}); a second array would "
+                        f"rewrite runs.tsv under the first one's requeued tasks. Stop it (`python groups.py stop`), then give the "
+                        f"group a new name or remove {state_file}")
     sys.path.insert(0, os.path.join(ROOT, "slurm"))
     from render import render
 
@@ -200,7 +214,7 @@ def launch_slurm(group: Group, runs: list[Run], dry_run: bool = False) -> str:
         f.write(text)
     if dry_run:
         return job_file
-    proc = subprocess.run(["sbatch", "--parsable", job_file], capture_output=True, text=True)
+    proc = slurm_command(["sbatch", "--parsable", job_file])
     if proc.returncode != 0:
         raise UserError(f"sbatch {job_file}: {proc.stderr.strip() or f'exit status {proc.returncode}'}")
     job_id = proc.stdout.strip().split(";")[0]
@@ -225,7 +239,7 @@ def launch_local(group: Group, runs: list[Run], parallel: int) -> dict[str, int]
             run = pending.pop(0)
             log = open(os.path.join(logs, f"{run.key}.log"), "w", encoding="utf-8")
             proc = subprocess.Popen([sys.executable, os.path.join(ROOT, group.script), *run.argv], stdout=log,
-                                    stderr=subprocess.STDOUT, cwd=os.getcwd())
+                                    stderr=subprocess.STDOUT, cwd=ROOT)
             active.append((run, proc, log))
             print(f"started {run.key}", flush=True)
         time.sleep(0.2)
@@ -237,6 +251,13 @@ def launch_local(group: Group, runs: list[Run], parallel: int) -> dict[str, int]
             print(f"{'finished' if proc.returncode == 0 else f'failed ({proc.returncode})'} {run.key}", flush=True)
         write_state(group, {"executor": "local", "runs": [r.key for r in runs], "returncodes": status})
     return status
+
+
+def slurm_command(argv: list[str]) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise UserError(f"{argv[0]}: not found; this needs a Slurm login node (or use --executor local)") from None
 
 
 def write_state(group: Group, state: Mapping[str, Any]) -> None:
@@ -261,13 +282,13 @@ def slurm_states(job_id: str, count: int) -> dict[int, str]:
     """Array index -> Slurm state: squeue for the tasks still queued or running (one line per task with -r),
     sacct for the rest."""
     states: dict[int, str] = {}
-    sacct = subprocess.run(["sacct", "-j", job_id, "--noheader", "--parsable2", "--format=JobID,State"], capture_output=True, text=True)
+    sacct = slurm_command(["sacct", "-j", job_id, "--noheader", "--parsable2", "--format=JobID,State"])
     for line in sacct.stdout.splitlines():
         job, _, state = line.partition("|")
         match = re.fullmatch(rf"{re.escape(job_id)}_(\d+)", job.strip())
         if match:
             states[int(match.group(1))] = state.split()[0] if state.strip() else "UNKNOWN"
-    squeue = subprocess.run(["squeue", "-j", job_id, "-r", "-h", "-o", "%i %T"], capture_output=True, text=True)
+    squeue = slurm_command(["squeue", "-j", job_id, "-r", "-h", "-o", "%i %T"])
     for line in squeue.stdout.splitlines():
         job, _, state = line.strip().partition(" ")
         match = re.fullmatch(rf"{re.escape(job_id)}_(\d+)", job)
@@ -334,7 +355,9 @@ def stop(group: Group) -> None:
     state = read_state(group)
     if state.get("executor") != "slurm":
         raise UserError(f"{group.path}: ran with the local executor; stop it with Ctrl-C (a relaunch skips the finished runs)")
-    subprocess.run(["scancel", state["job_id"]], check=False)
+    proc = slurm_command(["scancel", state["job_id"]])
+    if proc.returncode != 0:
+        raise UserError(f"scancel {state['job_id']}: {proc.stderr.strip() or f'exit status {proc.returncode}'}")
     print(f"scancel {state['job_id']}")
 
 

@@ -45,15 +45,32 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
-def check_hub(push: bool, dry_run: bool, no_train: bool, token: str | None = None) -> None:
-    """The early refusal of a push that cannot happen: with the Hub off, without a token, or with a token the
-    Hub refuses (one `whoami` call; only when online and pushing)."""
+def repo_name(repo_id: str | None, output_dir: str | None) -> str:
+    """The repository a push goes to: --hub_model_id, else the output dir's name (a user error when the Hub would
+    refuse it, e.g. a groups.py run dir `learning_rate=0.001,seed=1`)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    name = repo_id or os.path.basename(os.path.abspath(output_dir or "trainer_output"))
+    try:
+        validate_repo_id(name if "/" in name else f"user/{name}")
+    except HFValidationError as err:
+        flag = "--hub_model_id" if repo_id else f"the output dir's name {name!r} (the default repository name)"
+        raise UserError(f"--push_to_hub: {flag} is not a valid Hub repository name ({str(err).splitlines()[0]}); "
+                        "give --hub_model_id NAME or ORG/NAME") from None
+    return name
+
+
+def check_hub(push: bool, dry_run: bool, no_train: bool, token: str | None = None, repo_id: str | None = None,
+              output_dir: str | None = None) -> None:
+    """The early refusal of a push that cannot happen: an invalid repository name, the Hub off, no token, or a token
+    the Hub refuses (one `whoami` call; only when online and pushing)."""
     if (push or dry_run) and no_train:
         flag = "--push_to_hub" if push else "--push_to_hub_dry_run"
         raise UserError(f"{flag} with --no_train: a run pushes what it trained; push the trained run's own folder "
                         f"(`huggingface-cli upload REPO RUN_DIR/{HUB_DIR}` after a --push_to_hub_dry_run run)")
     if not push:
         return
+    repo_name(repo_id, output_dir)
     if _offline():
         raise UserError("--push_to_hub: the Hub is off here (HF_HUB_OFFLINE=1); run with --push_to_hub_dry_run to write what "
                         f"would be pushed into OUTPUT_DIR/{HUB_DIR}, then `huggingface-cli upload REPO OUTPUT_DIR/{HUB_DIR}` "
@@ -141,6 +158,14 @@ def push_run(run_dir: str, model_dir: str, script: str, results: Mapping[str, An
     card = model_card(script, arguments, command_line(argv, script), results, adapter,
                       os.path.isfile(os.path.join(run_dir, "loss_curve.png")))
     names = stage(run_dir, model_dir, card)
+    if adapter:
+        from adapters import adapter_base
+
+        base = adapter_base(model_dir)
+        if base and os.path.isabs(base):
+            logger.warning("the adapter's base model is the local path %s (adapter_config.json base_model_name_or_path): "
+                           "others cannot load it from the Hub; set it to the base model's Hub name in %s/adapter_config.json "
+                           "before pushing", base, os.path.join(run_dir, HUB_DIR))
     folder = os.path.join(run_dir, HUB_DIR)
     if not push:
         logger.info("--push_to_hub_dry_run: the files a push would upload are in %s: %s", folder, ", ".join(names))
@@ -148,10 +173,15 @@ def push_run(run_dir: str, model_dir: str, script: str, results: Mapping[str, An
     from huggingface_hub import HfApi
 
     api = HfApi()
-    name = repo_id or os.path.basename(os.path.abspath(run_dir))
-    if "/" not in name:
-        name = f"{api.whoami()['name']}/{name}"
-    api.create_repo(name, private=private, exist_ok=True)
-    api.upload_folder(repo_id=name, folder_path=folder, commit_message=f"t5-toolkit run {os.path.basename(os.path.abspath(run_dir))}")
+    name = repo_name(repo_id, run_dir)
+    try:
+        if "/" not in name:
+            name = f"{api.whoami()['name']}/{name}"
+        api.create_repo(name, private=private, exist_ok=True)
+        api.upload_folder(repo_id=name, folder_path=folder, commit_message=f"t5-toolkit run {os.path.basename(os.path.abspath(run_dir))}")
+    except Exception as err:  # the run's results are written: say how to push them, do not lose them in a traceback
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"--push_to_hub: the upload to {name} failed ({first}); the run is finished and its files are staged "
+                        f"in {folder}: `huggingface-cli upload {name} {folder}`") from None
     logger.info("pushed %s to https://huggingface.co/%s", folder, name)
     return names

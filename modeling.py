@@ -181,16 +181,19 @@ def load_model(name_or_path: str, flag: str = "--model_name_or_path", **override
     model = _from_pretrained(T5ForConditionalGeneration, name_or_path, flag, **overrides)
     from transformers.integrations import is_deepspeed_zero3_enabled
 
-    if is_deepspeed_zero3_enabled() and not getattr(model.config, "scale_decoder_outputs", True) and output_layer_is_tied(model):
+    from adapters import is_peft_model, model_source
+
+    base = model.get_base_model() if is_peft_model(model) else model  # an adapter directory: its base model's weights
+    if is_deepspeed_zero3_enabled() and not getattr(base.config, "scale_decoder_outputs", True) and output_layer_is_tied(base):
         # Seen with transformers 5.23 + DeepSpeed 0.19.8: under ZeRO-3 loading, a T5 v1.1 / flan-t5
         # checkpoint's own lm_head is replaced by the input embeddings (eval loss 22 instead of 6).
-        weight = _checkpoint_tensor(name_or_path, "lm_head.weight")
+        weight = _checkpoint_tensor(model_source(name_or_path), "lm_head.weight")
         if weight is None:
             raise UserError(
                 f"{flag} {name_or_path}: under DeepSpeed ZeRO-3, transformers 5.23 ties this T5 v1.1 checkpoint's "
                 "output layer to its embeddings, and it has no safetensors lm_head to restore; use zero_stage2_config.json"
             )
-        _restore_output_layer_zero3(model, weight)
+        _restore_output_layer_zero3(base, weight)
     return model
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks, as one prepared script that finishes within about 8 minutes on one H100/H200-class GPU and
-# writes every figure to one file ($OUT/gpu_figures.json, plus a readable $OUT/gpu_figures.md):
+# writes every figure to one file ($SMOKE_OUT/gpu_figures.json, default runs/gpu_smoke, plus a readable .md):
 #   1. pre-training throughput on a T5-v1.1-base-sized model in bf16: (c) hand-written fp32 loop, (a) the
 #      pipeline's defaults (bf16 on the GPU), (b) the GPU recipe (+ --tf32 --torch_compile, 2 workers); MFU
 #      against the measured bf16 matmul peak, beside nanoT5's ~31% (A100, bf16 + compile);
@@ -26,11 +26,15 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-OUT=${OUT:-runs/gpu_smoke}
+OUT=${SMOKE_OUT:-runs/gpu_smoke}  # replaced on each run: only a folder this script made (it holds gpu_smoke.log)
 WHEELS=${WHEELS:-shared/wheels/gpu}
 SETUP_SECONDS=${SETUP_SECONDS:-60}
 NEEDED=(transformers tokenizers sentencepiece datasets accelerate peft numpy scipy sklearn yaml matplotlib absl)
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false WANDB_MODE=disabled PYTHONUNBUFFERED=1
+if [ -d "$OUT" ] && [ -n "$(ls -A "$OUT")" ] && [ ! -f "$OUT/gpu_smoke.log" ]; then
+  echo "error: SMOKE_OUT=$OUT is a non-empty folder this script did not make; give another" >&2
+  exit 2
+fi
 rm -rf "$OUT"
 mkdir -p "$OUT"
 FIGURES="$OUT/gpu_figures.jsonl"

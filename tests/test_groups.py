@@ -141,6 +141,19 @@ class SlurmArrayTest(absltest.TestCase):
         self.assertEqual(ran["argv"], ["launch", "--num_processes", "2", "fine_tune_t5.py", *runs[1].argv])
         self.assertEqual(ran["WANDB_RUN_ID"], "slurm-cluster-777_1")
 
+    def test_a_second_launch_is_refused_and_no_slurm_is_one_line(self) -> None:
+        self.groups_cli("launch")
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, "groups.py"), "launch", self.group_file], capture_output=True,
+                              text=True, env=self.env, cwd=ROOT, timeout=120)
+        self.assertEqual(proc.returncode, 2)
+        self.assertIn("already launched (job 777", proc.stderr)
+        self.assertEqual(self.calls(), [line for line in self.calls() if line.startswith("sbatch")][:1])  # one sbatch only
+        no_slurm = {**self.env, "PATH": os.path.dirname(sys.executable)}
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, "groups.py"), "monitor", self.group_file], capture_output=True,
+                              text=True, env=no_slurm, cwd=ROOT, timeout=120)
+        self.assertEqual((proc.returncode, proc.stderr.strip()),
+                         (2, "error: sacct: not found; this needs a Slurm login node (or use --executor local)"))
+
     def test_monitor_collect_and_stop(self) -> None:
         self.groups_cli("launch")
         runs = groups.expand(groups.read_group(self.group_file))

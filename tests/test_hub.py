@@ -96,6 +96,14 @@ class HubRefusalTest(absltest.TestCase):
                          ("--push_to_hub", "--hub_token", FAKE_TOKEN), HF_HUB_OFFLINE="0")
         api.whoami.assert_called_once_with(token=FAKE_TOKEN)
 
+    def test_a_run_dir_name_the_hub_refuses(self) -> None:
+        out = os.path.join(tempfile.mkdtemp(), "learning_rate=0.001,seed=1")  # a groups.py run dir
+        with self.assertRaisesRegex(UserError, r"^--push_to_hub: the output dir's name 'learning_rate=0\.001,seed=1' \(the default "
+                                               r"repository name\) is not a valid Hub repository name \(.*\); give --hub_model_id"):
+            fine_tune_t5.main(["--benchmark", "toy", "--dataset_name", "sentiment", "--model_name_or_path", "google-t5/t5-small",
+                               "--output_dir", out, "--push_to_hub"])
+        self.assertFalse(os.path.exists(out))
+
     def test_evaluation_only(self) -> None:
         self.refused("--push_to_hub_dry_run with --no_train: a run pushes what it trained", ("--push_to_hub_dry_run", "--no_train"))
 

@@ -112,6 +112,28 @@ class MixtureRunTest(absltest.TestCase):
             self.assertEqual(json.load(f)["global_step"], 4)
 
 
+class GenerationLengthTest(absltest.TestCase):
+    def test_each_generating_task_gets_its_own_length_in_a_mixture(self) -> None:
+        import types
+        from unittest import mock
+
+        from tasks import get_task
+        from tests.fixtures import task_tokenizer
+        from trainer_arguments import FineTuningArguments
+
+        tokenizer = task_tokenizer()
+        args = FineTuningArguments(output_dir=os.path.join(tempfile.mkdtemp(), "x"), report_to="none")
+        task_args = types.SimpleNamespace(max_target_length=128)
+        seen = {}
+        with mock.patch.object(fine_tune_t5, "build_trainer", lambda mode, entry, *a: seen.setdefault(entry["name"], args.generation_max_length)):
+            for name in ("cola", "mrpc", "stsb"):
+                task = types.SimpleNamespace(entry=get_task("glue", name), mode="generate", evals={})
+                fine_tune_t5.task_trainer(task, None, tokenizer, args, task_args, None, None, None)
+        alone = {f"glue/{name}": fine_tune_t5.generation_length(get_task("glue", name), tokenizer, 128) for name in ("cola", "mrpc", "stsb")}
+        self.assertEqual(seen, alone)
+        self.assertGreater(len(set(alone.values())), 1)  # the tasks' lengths differ, so a shared value would show
+
+
 class MixtureFlagTest(parameterized.TestCase):
     @parameterized.named_parameters(
         ("no_max_steps", ["--dataset_name", "sst2,rte"], "a mixture of tasks repeats each task as T5 does, so it has no epochs; give --max_steps"),

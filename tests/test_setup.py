@@ -101,7 +101,7 @@ class SetupTest(absltest.TestCase):
         tmp = tempfile.mkdtemp()
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", os.path.join(tmp, "bare")], check=True)
         out = os.path.join(tmp, "out")
-        env = {**os.environ, "PY": os.path.join(tmp, "bare", "bin", "python"), "OUT": out, "CPU": "1",
+        env = {**os.environ, "PY": os.path.join(tmp, "bare", "bin", "python"), "SMOKE_OUT": out, "CPU": "1",
                "WHEELS": os.path.join(tmp, "no-wheels")}
         proc = subprocess.run(["bash", os.path.join(ROOT, "bench", "gpu_smoke.sh")], capture_output=True, text=True, env=env, timeout=120)
         self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
