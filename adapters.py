@@ -100,13 +100,11 @@ def glob_to_regex(pattern: str) -> str:
 
 
 def _task_type(model: Any) -> str | None:
-    config = model.config
-    if getattr(config, "is_encoder_decoder", False):
+    from trainers import is_causal_lm  # the one test of "causal LM" every script uses
+
+    if getattr(model.config, "is_encoder_decoder", False):
         return "SEQ_2_SEQ_LM"
-    names = list(getattr(config, "architectures", None) or []) + [type(model).__name__]
-    if any(name.endswith(("ForCausalLM", "LMHeadModel")) for name in names):
-        return "CAUSAL_LM"
-    return None  # a masked LM: peft has no task type for it; the plain PeftModel passes every input through
+    return "CAUSAL_LM" if is_causal_lm(model) else None  # a masked LM: peft has no task type; PeftModel passes inputs through
 
 
 def lora_config(model: Any, r: int, alpha: float | None, dropout: float, targets: Sequence[str] | None) -> Any:

@@ -22,7 +22,7 @@ from controls import add_new_tokens, check_controls
 from errors import UserError, run_main
 from modeling import check_model_source
 from outputs import RunLock, RunOutputs, check_not_model_dir, check_output_dir
-from tasks import (MIXING_RATES, LocalSplits, get_task, load_task_splits, mixing_rates, mixture, read_local_splits, task_names,
+from tasks import (MIXING_RATES, T5_MIXING_CAP, LocalSplits, get_task, load_task_splits, mixing_rates, mixture, read_local_splits, task_names,
                    tokenize_task_split)
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ class TaskArguments:
     hp_search: str | None = field(default=None, metadata={"help": "optuna: a study (studies.py) over learning_rate and lr_scheduler_type, offline (no W&B server), maximising the task's metric; writes optimization_trials.csv.gz, optimization_plots.pdf and the study's journal (a rerun resumes it), then trains with the best values."})
     hp_trials: int = field(default=8, metadata={"help": "Trials of --hp_search (the study's finished trials: a rerun adds the missing ones)."})
     mixing_rate: str = field(default="examples_proportional", metadata={"help": "Several tasks: each task's share of the training mixture: examples_proportional (to its size, capped at --mixing_cap), equal, or temperature (capped sizes to the power 1/--mixing_temperature), as T5 sec. 3.5.2."})
-    mixing_cap: int = field(default=2**19, metadata={"help": "T5's K: a task counts at most this many examples in the mixing rates (default 2^19)."})
+    mixing_cap: int = field(default=T5_MIXING_CAP, metadata={"help": "T5's K: a task counts at most this many examples in the mixing rates (default 2^19)."})
     mixing_temperature: float = field(default=2.0, metadata={"help": "T of --mixing_rate temperature (T5 tried 2, 4 and 8; 1 is examples-proportional)."})
 
     def __post_init__(self) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import shutil
 from typing import Any, Mapping, Sequence
 
@@ -39,10 +40,6 @@ CARD_ARGUMENTS = ("learning_rate", "lr_scheduler_type", "warmup_steps", "optim",
                   "per_device_train_batch_size", "gradient_accumulation_steps", "weight_decay", "max_grad_norm", "bf16", "fp16",
                   "seed", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "kl_scaleby", "patience")
 MODEL_FIELDS = ("model_name_or_path", "model_init_name", "model_pretrain_name", "config_name")
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
 def repo_name(repo_id: str | None, output_dir: str | None) -> str:
@@ -71,7 +68,9 @@ def check_hub(push: bool, dry_run: bool, no_train: bool, token: str | None = Non
     if not push:
         return
     repo_name(repo_id, output_dir)
-    if _offline():
+    from modeling import offline
+
+    if offline():
         raise UserError("--push_to_hub: the Hub is off here (HF_HUB_OFFLINE=1); run with --push_to_hub_dry_run to write what "
                         f"would be pushed into OUTPUT_DIR/{HUB_DIR}, then `huggingface-cli upload REPO OUTPUT_DIR/{HUB_DIR}` "
                         "where there is internet")
@@ -111,19 +110,13 @@ def model_card(script: str, arguments: Mapping[str, Any], command: Sequence[str]
     for key, value in results.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             lines.append(f"| {key} | {value:.6g} |" if isinstance(value, float) else f"| {key} | {value} |")
-    lines += ["", "## Training", "", "```bash", "python " + " ".join(_quote(a) for a in command), "```", "",
+    lines += ["", "## Training", "", "```bash", "python " + shlex.join(command), "```", "",
               "| argument | value |", "|---|---|"]
     lines += [f"| {k} | {arguments[k]} |" for k in CARD_ARGUMENTS if arguments.get(k) not in (None, [], "")]
     lines += ["", "Every argument, the package versions and the git commit are in `provenance.json`."]
     if has_loss_curve:
         lines += ["", "## Loss curve", "", "![loss curve](loss_curve.png)"]
     return "\n".join(lines) + "\n"
-
-
-def _quote(arg: str) -> str:
-    import shlex
-
-    return shlex.quote(arg)
 
 
 def stage(run_dir: str, model_dir: str, card: str) -> list[str]:

@@ -127,14 +127,15 @@ def check_model_source(name: str, flag: str, needs_config: bool = True, needs_to
         raise UserError(f"{flag} {name!r}: no such local directory, and not a Hub name (org/name)")
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+def offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it."""
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
 def _load_error(kind: str, flag: str, name: str, err: Exception) -> UserError:
     if os.path.isdir(name):
         where = f"the directory holds no loadable {kind} ({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''})"
-    elif _offline():
+    elif offline():
         return UserError(f"{flag} {name!r}: not a local directory, and not in the Hub cache with the Hub off (HF_HUB_OFFLINE=1); "
                          "download it where there is internet (e.g. `huggingface-cli download NAME`) or give a local directory")
     else:

@@ -166,3 +166,11 @@ def save_tiny_lm(directory: str, kind: str, seed: int = 0) -> str:
     model.save_pretrained(directory)
     tiny_lm_tokenizer(kind).save_pretrained(directory)
     return directory
+
+
+def write_tsv(path: str, header: list[str] | None, rows: list[list]) -> None:
+    """A TSV file (GLUE's original layout), header first when given."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for row in ([header] if header else []) + rows:
+            f.write("\t".join(str(v) for v in row) + "\n")

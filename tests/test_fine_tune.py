@@ -12,7 +12,7 @@ import tempfile
 import torch
 from absl.testing import absltest, parameterized
 
-from tests.fixtures import save_tiny_t5, task_tokenizer
+from tests.fixtures import save_tiny_t5, task_tokenizer, write_tsv
 
 import fine_tune_t5  # noqa: E402  (after fixtures: they set HF_HUB_OFFLINE)
 from errors import UserError
@@ -20,13 +20,6 @@ from constants import DATASET_VALS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIET = ["--disable_tqdm", "True", "--report_to", "none", "--save_strategy", "no"]
-
-
-def write_tsv(path: str, header: list[str] | None, rows: list[list]) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for row in ([header] if header else []) + rows:
-            f.write("\t".join(str(v) for v in row) + "\n")
 
 
 def read_tsv(path: str) -> list[list[str]]:

@@ -10,20 +10,13 @@ import tempfile
 
 from absl.testing import absltest, parameterized
 
-from tests.fixtures import save_tiny_t5
+from tests.fixtures import save_tiny_t5, write_tsv
 
 import fine_tune_t5  # noqa: E402  (after fixtures: they set HF_HUB_OFFLINE)
 from errors import UserError
 from tasks import mixing_rates, mixture, task_names
 
 QUIET = ["--disable_tqdm", "True", "--report_to", "none", "--save_strategy", "no", "--per_device_eval_batch_size", "32"]
-
-
-def write_tsv(path: str, header: list[str], rows: list[list]) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for row in [header] + rows:
-            f.write("\t".join(str(v) for v in row) + "\n")
 
 
 class RatesTest(parameterized.TestCase):
