@@ -174,6 +174,23 @@ def expand(group: Group) -> list[Run]:
     return runs
 
 
+def check_arguments(group: Group, runs: list[Run]) -> None:
+    """Every run's command line through its script's own light parser (flags and values; no torch, nothing
+    read or written): a misspelt flag or a bad value fails the launch at once, not every task of the array
+    after its wait in the queue."""
+    import importlib
+
+    from arguments import light_parse
+
+    module = importlib.import_module(group.script[: -len(".py")])
+    for run in runs:
+        try:
+            light_parse(module.ARGUMENTS, run.argv)
+        except UserError as err:
+            where = f"run {run.key}" if run.key else "args"
+            raise UserError(f"{group.path}: {where}: {group.script} refuses its arguments: {err}") from None
+
+
 def command(group: Group, run: Run) -> list[str]:
     """The run's command line on the compute node: python, or accelerate launch over the job's GPUs."""
     gpus = int(group.slurm.get("gpus", 1))
@@ -401,6 +418,7 @@ def main(argv: Sequence[str] | None = None) -> Any:
     if args.action == "launch":
         if args.parallel < 1:
             raise UserError(f"--parallel {args.parallel}: must be at least 1")
+        check_arguments(group, runs)
         if args.executor == "local":
             status = launch_local(group, runs, args.parallel)
             failed = sorted(k for k, code in status.items() if code != 0)

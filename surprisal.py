@@ -13,13 +13,21 @@ computed directly from the logits (log-softmax as logit - logsumexp, in float32)
 
 Rows are sorted by length and batched, only real tokens are scored (padding never), and all per-token
 arithmetic is batched tensor work; `word_positions` aligns tokens with whitespace-separated words.
+Speed, all equal to the plain computation within float rounding (tests/test_finetune_lm.py,
+bench/surprisal_throughput.py): an lm row's last token is not fed (nothing scores the logits there); the
+output layer runs on the scored positions only, one slice of the vocabulary at a time (`output_statistics`,
+checked against the model's own logits on its first batch); GELU's tanh form runs as torch's fused kernel
+(`fused_activations`).
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
+import inspect
 import math
 import re
+import weakref
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -58,21 +66,30 @@ def pad_rows(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def scored_logits(model: Any, model_task: str, input_ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]],
-                  pad_token_id: int, scored: Sequence[Sequence[int]] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The output layer's logits at the scored positions of one batch (right-padded here), with autograd.
+def _forward(model: Any, model_task: str, input_ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]], pad_token_id: int,
+             scored: Sequence[Sequence[int]] | None, project: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """Run one batch (right-padded here) through the model and keep its scored positions.
 
     Scored positions: lm rows every t >= 1 whose label is not -100 (labels are the inputs for lm), mlm rows
     those whose label is not -100, seq2seq rows every label that is not -100; or, with `scored`, the given
     positions of each row (of its input ids for lm / mlm, of its labels for seq2seq: e.g. a T5 target
-    `<extra_id_0> token <extra_id_1>` scored at the token only). Returns (logits (scored tokens, vocab) as
-    float32 (float64 for a float64 model), the scored token ids, keep: a (rows, positions) bool mask of the scored positions, offset for lm).
+    `<extra_id_0> token <extra_id_1>` scored at the token only).
+
+    The output layer sees the scored positions only (a pre-hook on `get_output_embeddings()`): no
+    (batch, length, vocab) logits for padding and unscored positions. With `project=False` it sees none
+    and the caller projects (`output_statistics`). An lm row's last token is not fed at all: the
+    logits there would predict the token after the text.
+
+    Returns (the output layer's input at the scored positions (scored tokens, width), the model's logits
+    there (scored tokens, vocab), None without `project`, the scored token ids, keep: a (rows, positions) bool
+    mask of the scored positions, offset by one for lm).
     """
     device = next(model.parameters()).device
-    ids = pad_rows(input_ids, pad_token_id).to(device)
-    attention_mask = pad_rows([[1] * len(row) for row in input_ids], 0).to(device)
-    target = pad_rows(labels, -100).to(device)
     offset = 1 if model_task == "lm" else 0  # lm: logits at t - 1 predict the token at t
+    fed = [row[: max(1, len(row) - 1)] for row in input_ids] if offset else input_ids
+    ids = pad_rows(fed, pad_token_id).to(device)
+    attention_mask = pad_rows([[1] * len(row) for row in fed], 0).to(device)
+    target = pad_rows(labels, -100).to(device)
     if scored is None:
         keep = target[:, offset:].ne(-100)
     else:
@@ -82,21 +99,37 @@ def scored_logits(model: Any, model_task: str, input_ids: Sequence[Sequence[int]
     inputs = {"input_ids": ids, "attention_mask": attention_mask}
     if model_task == "seq2seq":  # teacher forcing: the labels shifted right behind the decoder start token
         inputs["decoder_input_ids"] = model.prepare_decoder_input_ids_from_labels(labels=target)
-    # The output layer projects only the scored positions: no (batch, length, vocab) logits for padding and
-    # unscored positions are computed, nor copied out afterwards.
-    head = model.get_output_embeddings()
+    if _takes_use_cache(model):
+        inputs["use_cache"] = False  # no key/value cache to build for a single pass
+    chosen: list[torch.Tensor] = []
 
     def scored_positions(module: Any, args: tuple) -> tuple:
-        hidden = args[0][:, : args[0].shape[1] - offset] if offset else args[0]
-        return (hidden[keep],)
+        hidden = args[0][:, : keep.shape[1]][keep]
+        chosen.append(hidden)
+        return (hidden if project else hidden[:0],)
 
-    handle = head.register_forward_pre_hook(scored_positions)
+    handle = model.get_output_embeddings().register_forward_pre_hook(scored_positions)
     try:
-        chosen = model(**inputs).logits  # (scored tokens, vocab)
-        chosen = chosen if chosen.dtype == torch.float64 else chosen.float()  # bf16 / fp16 logits: log-softmax in float32
+        logits = model(**inputs).logits  # (scored tokens, vocab)
     finally:
         handle.remove()
-    return chosen, target[:, offset:][keep], keep
+    return chosen[0], (_float(logits) if project else None), target[:, offset:][keep], keep
+
+
+def _takes_use_cache(model: Any) -> bool:
+    return "use_cache" in inspect.signature(model.forward).parameters
+
+
+def _float(logits: torch.Tensor) -> torch.Tensor:
+    return logits if logits.dtype == torch.float64 else logits.float()  # bf16 / fp16 logits: log-softmax in float32
+
+
+def scored_logits(model: Any, model_task: str, input_ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]],
+                  pad_token_id: int, scored: Sequence[Sequence[int]] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The model's logits at the scored positions of one batch (see `_forward`), with autograd: (logits (scored
+    tokens, vocab) as float32 (float64 for a float64 model), the scored token ids, keep)."""
+    _, logits, tokens, keep = _forward(model, model_task, input_ids, labels, pad_token_id, scored, project=True)
+    return logits, tokens, keep  # type: ignore[return-value]
 
 
 def row_logprob_sums(model: Any, model_task: str, rows: Sequence[dict[str, Any]], pad_token_id: int) -> torch.Tensor:
@@ -109,18 +142,72 @@ def row_logprob_sums(model: Any, model_task: str, rows: Sequence[dict[str, Any]]
     return torch.zeros(len(rows), dtype=logprobs.dtype, device=logprobs.device).index_add(0, owner, logprobs)
 
 
+Statistics = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # per scored token: ln p(token), argmax id, ln p(argmax)
+
+
+def logits_statistics(logits: torch.Tensor, tokens: torch.Tensor) -> Statistics:
+    normaliser = torch.logsumexp(logits, dim=-1)
+    best, predicted = logits.max(dim=-1)
+    return logits.gather(1, tokens[:, None])[:, 0] - normaliser, predicted, best - normaliser
+
+
+VOCAB_CHUNK = 8192  # vocabulary entries projected at a time by `output_statistics`
+
+
+def output_statistics(hidden: torch.Tensor, head: torch.nn.Linear, tokens: torch.Tensor, chunk: int = VOCAB_CHUNK) -> Statistics:
+    """`logits_statistics` of `head(hidden)`, computed one slice of the vocabulary at a time with a running
+    maximum and a running sum of exponentials (the streaming log-sum-exp): the (tokens, vocab) logits are never
+    held whole, and each slice is read while it is still in the cache. Equal to `logits_statistics` within
+    float rounding (a tie for the argmax goes to the lower id in both)."""
+    count, vocab = hidden.shape[0], head.weight.shape[0]
+    dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+    running_max = torch.full((count,), -math.inf, dtype=dtype, device=hidden.device)
+    running_sum = torch.zeros(count, dtype=dtype, device=hidden.device)
+    target = torch.zeros(count, dtype=dtype, device=hidden.device)
+    predicted = torch.zeros(count, dtype=torch.long, device=hidden.device)
+    for start in range(0, vocab, chunk):
+        end = min(start + chunk, vocab)
+        logits = torch.nn.functional.linear(hidden, head.weight[start:end], None if head.bias is None else head.bias[start:end]).to(dtype)
+        inside = (tokens >= start) & (tokens < end)
+        target = torch.where(inside, logits.gather(1, (tokens - start).clamp(0, end - start - 1)[:, None])[:, 0], target)
+        best, where = logits.max(dim=1)
+        new_max = torch.maximum(running_max, best)
+        predicted = torch.where(best > running_max, where + start, predicted)
+        running_sum = running_sum * torch.exp(running_max - new_max) + logits.sub_(new_max[:, None]).exp_().sum(dim=1)
+        running_max = new_max
+    normaliser = running_max + running_sum.log()
+    return target - normaliser, predicted, running_max - normaliser
+
+
+# Whether `output_statistics` reproduces a model's own logits, by output layer: checked on the first batch a
+# model scores, since some models change the logits after the layer (Gemma 2's soft-capping, Cohere's scale).
+_HEAD_IS_LAST: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()
+
+
+def _whole_linear(head: Any) -> bool:
+    """A Linear whose whole weight is here (DeepSpeed ZeRO-3 keeps a parameter's shards elsewhere between passes)."""
+    return isinstance(head, torch.nn.Linear) and head.weight.dim() == 2 and not hasattr(head.weight, "ds_id")
+
+
 @torch.no_grad()
 def score_batch(model: Any, model_task: str, input_ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]],
                 pad_token_id: int, scored: Sequence[Sequence[int]] | None = None) -> list[ScoredSequence]:
-    """Score one batch of rows; `scored_logits` says which positions (see also the module docstring)."""
-    chosen, tokens, keep = scored_logits(model, model_task, input_ids, labels, pad_token_id, scored)
+    """Score one batch of rows; `_forward` says which positions (see also the module docstring)."""
+    head = model.get_output_embeddings()
+    streamed = _HEAD_IS_LAST.get(head) if _whole_linear(head) else False
+    hidden, logits, tokens, keep = _forward(model, model_task, input_ids, labels, pad_token_id, scored, project=not streamed)
+    if streamed:
+        statistics = output_statistics(hidden, head, tokens)
+    else:
+        statistics = logits_statistics(logits, tokens)  # type: ignore[arg-type]
+        if streamed is None:
+            mine = output_statistics(hidden, head, tokens)
+            _HEAD_IS_LAST[head] = all(torch.allclose(a, b, rtol=0, atol=1e-4) for a, b in zip(mine[::2], statistics[::2]))
     offset = 1 if model_task == "lm" else 0
-    normaliser = torch.logsumexp(chosen, dim=-1)
-    logprobs = chosen.gather(1, tokens[:, None])[:, 0] - normaliser
-    best, predicted = chosen.max(dim=-1)
+    logprobs, predicted, predicted_logprobs = statistics
     counts = keep.sum(dim=1).tolist()
     rows_at, cols_at = keep.nonzero(as_tuple=True)
-    arrays = [t.cpu().numpy() for t in (cols_at + offset, tokens, logprobs, predicted, best - normaliser)]
+    arrays = [t.cpu().numpy() for t in (cols_at + offset, tokens, logprobs, predicted, predicted_logprobs)]
     out, start = [], 0
     for count in counts:
         out.append(ScoredSequence(*(a[start : start + count] for a in arrays)))
@@ -142,19 +229,44 @@ def batches_by_length(lengths: Sequence[int], batch_size: int) -> Iterator[list[
 
 def score_rows(model: Any, model_task: str, rows: Sequence[dict[str, Any]], batch_size: int, pad_token_id: int,
                progress: Any = None) -> list[ScoredSequence]:
-    """`score_batch` over `rows` ({"input_ids", "labels"}, optionally "scored" positions), batched by length;
-    results in the rows' order."""
+    """`score_batch` over `rows` ({"input_ids", "labels"}, optionally "scored" positions), batched by length,
+    with `fused_activations`; results in the rows' order."""
     results: list[ScoredSequence | None] = [None] * len(rows)
     key = "labels" if model_task == "seq2seq" else "input_ids"
-    for batch in batches_by_length([len(row["input_ids"]) + len(row[key]) for row in rows], batch_size):
-        chosen = [rows[i] for i in batch]
-        scored = score_batch(model, model_task, [r["input_ids"] for r in chosen], [r["labels"] for r in chosen], pad_token_id,
-                             _scored(chosen))
-        for i, sequence in zip(batch, scored):
-            results[i] = sequence
-        if progress is not None:
-            progress.update(len(batch))
+    with fused_activations(model):
+        for batch in batches_by_length([len(row["input_ids"]) + len(row[key]) for row in rows], batch_size):
+            chosen = [rows[i] for i in batch]
+            scored = score_batch(model, model_task, [r["input_ids"] for r in chosen], [r["labels"] for r in chosen], pad_token_id,
+                                 _scored(chosen))
+            for i, sequence in zip(batch, scored):
+                results[i] = sequence
+            if progress is not None:
+                progress.update(len(batch))
     return results  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def fused_activations(model: Any) -> Iterator[None]:
+    """While scoring, the tanh approximation of GELU written out in tensor operations (transformers'
+    `NewGELUActivation` / `FastGELUActivation`: GPT-2's and T5 v1.1's `gelu_new`) is computed by torch's fused
+    kernel (`GELUTanh`: the same function, equal within float rounding). Written out, it makes eight passes
+    over the (tokens, d_ff) activations; on a CPU that was a quarter of GPT-2's forward time. The modules
+    are put back afterwards, also on an error."""
+    from transformers.activations import FastGELUActivation, GELUTanh, NewGELUActivation
+
+    swapped = []
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if type(child) in (NewGELUActivation, FastGELUActivation):
+                swapped.append((parent, name, child))
+    fused = GELUTanh()
+    try:
+        for parent, name, _ in swapped:
+            setattr(parent, name, fused)
+        yield
+    finally:
+        for parent, name, child in swapped:
+            setattr(parent, name, child)
 
 
 # --- Words -----------------------------------------------------------------------------------------

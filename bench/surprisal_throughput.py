@@ -8,20 +8,23 @@ Three ways to get, for every sentence, each token's (token string, surprisal in 
 first token conditioned on BOS, all on the same model and sentences, in one process:
   ours      what finetune_lm.py runs: `lm_data.encode_dataset` (tokenizer call, BOS, word offsets), then
             `surprisal.score_rows(model, "lm", rows, batch_size, pad_id)`: rows sorted by length and batched,
-            log-softmax as logit - logsumexp in float32 over the real tokens only; bits by `surprisal.to_bits`;
+            a row's last token not fed, the output layer streamed over slices of the vocabulary at the
+            scored positions only (log-sum-exp, argmax and the token's logit in float32), GELU by torch's
+            fused kernel; bits by `surprisal.to_bits`;
   minicons `IncrementalLMScorer(model_dir, "cpu").token_score(batch, surprisal=True, base_two=True,
             bos_token=True)` over consecutive batches of the same size (its BOS pair, scored 0.0, dropped);
   loop      each sentence alone: [BOS] + ids through the model, log_softmax, gather.
+ours and minicons run at each of `--batch_sizes`; the loop once.
 The model is a randomly initialised GPT-2-small-sized model (GPT2Config defaults: 12 layers, 768 wide,
 12 heads, vocab 50257; 124M parameters) with a byte-level BPE tokenizer trained here on generated text,
 saved to a temp dir so that minicons loads it by path. The sentences are generated pseudo-English,
 5-40 words each. After one untimed warm-up batch each, every method scores all sentences `--repeats`
-times; within a repeat the methods advance round-robin, one `--slices`-th of their work at a time (ours,
-minicons, loop, ours, ...), so that the load of a shared machine, which changes from minute to minute,
-hits all three alike. A run's time covers tokenization, scoring and building the pairs.
-Reported: median tokens scored per second, ours' ratio to the others (from the medians, and per repeat),
-the positions each runs through the model (padding included: the work), and the largest absolute
-difference in bits between ours and each other method over every token (the token strings must agree).
+times; within a repeat the methods advance round-robin, one `--slices`-th of their work at a time (ours@8,
+minicons@8, ours@16, ..., loop, ours@8, ...), so that the load of a shared machine, which changes from
+minute to minute, hits all alike. A run's time covers tokenization, scoring and building the pairs.
+Reported: median tokens scored per second, ours' ratio to minicons at the same batch size and to the loop
+(from the medians, and per repeat), the positions each runs through the model (padding included: the
+work), and the largest absolute difference in bits from ours over every token (the token strings must agree).
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ Pairs = list[list[tuple[str, float]]]  # per sentence, (token string, surprisal 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num_sentences", type=int, default=300, help="generated sentences to score (5-40 words each)")
-    parser.add_argument("--batch_size", type=int, default=16, help="sentences per forward pass (ours and minicons)")
+    parser.add_argument("--batch_sizes", default="8,16,32",
+                        help="comma-separated sentences per forward pass, ours and minicons timed at each (32: finetune_lm.py's default)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of all sentences per method; the median run is reported")
     parser.add_argument("--small", action="store_true", help="a tiny GPT-2 and tokenizer (CI smoke), not GPT-2-small-sized")
     parser.add_argument("--minicons_dir", default=None, help=f"where minicons was installed (`{MINICONS_INSTALL}`)")
@@ -63,8 +67,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
-    if min(args.num_sentences, args.batch_size, args.repeats, args.slices) < 1:
-        parser.error("--num_sentences, --batch_size, --repeats and --slices must be at least 1")
+    try:
+        args.batch_sizes = sorted({int(size) for size in args.batch_sizes.split(",")})
+    except ValueError:
+        parser.error(f"--batch_sizes {args.batch_sizes!r}: give whole numbers separated by commas, e.g. 8,16,32")
+    if min(args.num_sentences, *args.batch_sizes, args.repeats, args.slices) < 1:
+        parser.error("--num_sentences, --batch_sizes, --repeats and --slices must be at least 1")
     return args
 
 
@@ -227,12 +235,13 @@ def max_difference(ours: Pairs, other: Pairs) -> tuple[float, int]:
     return worst, mismatched
 
 
-def model_positions(lengths: list[int], batch_size: int, by_length: bool) -> int:
-    """Positions a batched forward pass runs (padding included): batches of `batch_size` rows of `lengths` tokens,
-    in the given order or longest first."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i]) if by_length else list(range(len(lengths)))
+def model_positions(lengths: list[int], batch_size: int, ours: bool) -> int:
+    """Positions the batched forward passes run (padding included) over rows of `lengths` tokens (BOS included):
+    minicons batches `batch_size` rows in the given order and feeds them whole; ours sorts them longest first and
+    does not feed a row's last token (the logits there would predict the token after the text)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i]) if ours else list(range(len(lengths)))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    return sum(len(batch) * max(lengths[j] for j in batch) for batch in batches)
+    return sum(len(batch) * (max(lengths[j] for j in batch) - ours) for batch in batches)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -258,14 +267,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         lm_scorer = minicons.IncrementalLMScorer(model_dir, "cpu") if minicons is not None else None
 
         def scorers(batch: list[str], parts: int) -> dict[str, Scorer]:
-            out = {"ours": score_ours(model, tokenizer, batch, args.batch_size, parts)}
-            if lm_scorer is not None:
-                out["minicons"] = score_minicons(lm_scorer, batch, args.batch_size, parts)
+            out: dict[str, Scorer] = {}
+            for size in args.batch_sizes:
+                out[f"ours@{size}"] = score_ours(model, tokenizer, batch, size, parts)
+                if lm_scorer is not None:
+                    out[f"minicons@{size}"] = score_minicons(lm_scorer, batch, size, parts)
             out["loop"] = score_loop(model, tokenizer, batch, parts)
             return out
 
         # Timed runs: one untimed warm-up batch, then each repeat advances the methods slice by slice, round-robin.
-        run_interleaved(scorers(sentences[: args.batch_size], 1))
+        run_interleaved(scorers(sentences[: max(args.batch_sizes)], 1))
         seconds: dict[str, list[float]] = {}
         for repeat in range(args.repeats):
             took, outputs = run_interleaved(scorers(sentences, args.slices))
@@ -273,28 +284,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 seconds.setdefault(name, []).append(value)
             print(f"--- repeat {repeat + 1} of {args.repeats}: " + ", ".join(f"{n} {t:.1f} s" for n, t in took.items()), flush=True)
 
-    # Figures: tokens/s (median run), ours' speed-up (median and per repeat), work, agreement with ours.
-    tokens = sum(len(pairs) for pairs in outputs["ours"])
-    lengths = [len(pairs) + 1 for pairs in outputs["ours"]]  # + BOS
-    positions = {"ours": model_positions(lengths, args.batch_size, True), "minicons": model_positions(lengths, args.batch_size, False),
-                 "loop": sum(lengths)}
+    # Figures: tokens/s (median run), the speed-up of ours at the same batch size (the loop: at the smallest), from the
+    # medians and per repeat; work; agreement with ours at the smallest batch size.
+    first = f"ours@{args.batch_sizes[0]}"
+    tokens = sum(len(pairs) for pairs in outputs[first])
+    lengths = [len(pairs) + 1 for pairs in outputs[first]]  # + BOS
     results: dict[str, dict[str, Any]] = {}
     for name, times in seconds.items():
+        method, _, size = name.partition("@")
         assert sum(len(pairs) for pairs in outputs[name]) == tokens, f"{name} scored another number of tokens"
-        diff, mismatched = max_difference(outputs["ours"], outputs[name])
-        results[name] = {"seconds": times, "tokens_per_s": tokens / statistics.median(times), "model_positions": positions[name],
-                         "ours_speedup_per_repeat": [t / o for t, o in zip(times, seconds["ours"])],
-                         "max_abs_diff_bits_vs_ours": diff, "sentences_with_other_tokens": mismatched}
-    for r in results.values():
-        r["ours_speedup"] = results["ours"]["tokens_per_s"] / r["tokens_per_s"]
+        diff, mismatched = max_difference(outputs[first], outputs[name])
+        ours = f"ours@{size}" if size else first
+        positions = model_positions(lengths, int(size), method == "ours") if size else sum(lengths)
+        results[name] = {"seconds": times, "tokens_per_s": tokens / statistics.median(times), "model_positions": positions,
+                         "ours_speedup_per_repeat": [t / o for t, o in zip(times, seconds[ours])],
+                         "ours_speedup": statistics.median(times) / statistics.median(seconds[ours]),
+                         "compared_with": ours, "max_abs_diff_bits_vs_ours": diff, "sentences_with_other_tokens": mismatched}
     report = {
         "date": time.strftime("%Y-%m-%d"), "cpu": cpu_description(), "torch": torch.__version__, "transformers": transformers.__version__,
         "minicons": minicons and importlib.metadata.version("minicons"),
         "model": {"layers": config.n_layer, "width": config.n_embd, "heads": config.n_head, "vocab": config.vocab_size,
                   "parameters": sum(p.numel() for p in model.parameters())},
         "tokenizer_vocab": len(tokenizer), "sentences": len(sentences), "words": sum(len(s.split()) for s in sentences),
-        "tokens": tokens, "batch_size": args.batch_size, "repeats": args.repeats, "slices": args.slices,
-        "example": outputs["ours"][0][:4], "methods": results,
+        "tokens": tokens, "batch_sizes": args.batch_sizes, "repeats": args.repeats, "slices": args.slices,
+        "example": outputs[first][0][:4], "methods": results,
     }
     print_report(report)
     if args.json:
@@ -310,17 +323,20 @@ def print_report(report: dict[str, Any]) -> None:
           f"minicons {report['minicons'] or '-'}; {report['date']}")
     print(f"model: GPT-2, {model['layers']} layers x {model['width']} ({model['heads']} heads), vocab {model['vocab']}, "
           f"{model['parameters'] / 1e6:.1f}M parameters, random init; tokenizer vocab {report['tokenizer_vocab']}")
-    print(f"{report['sentences']} sentences, {report['words']} words, {report['tokens']} scored tokens; batch {report['batch_size']}; "
-          f"median of {report['repeats']} runs, each interleaved in {report['slices']} slices")
-    print(f"{'method':<9} {'s/run':>7} {'tokens/s':>9} {'positions run':>13} {'ours faster by':>15} {'(per repeat)':>18} {'max |ours - it| bits':>21}")
+    print(f"{report['sentences']} sentences, {report['words']} words, {report['tokens']} scored tokens; batch sizes "
+          f"{', '.join(map(str, report['batch_sizes']))}; median of {report['repeats']} runs, each interleaved in {report['slices']} slices")
+    print(f"{'method':<13} {'s/run':>7} {'tokens/s':>9} {'positions run':>13} {'ours faster by':>20} {'(per repeat)':>18} {'max |ours - it| bits':>21}")
     for name, r in report["methods"].items():
-        per_repeat = "-" if name == "ours" else " ".join(f"{x:.2f}" for x in r["ours_speedup_per_repeat"])
-        diff = "-" if name == "ours" else f"{r['max_abs_diff_bits_vs_ours']:.2e}"
-        print(f"{name:<9} {statistics.median(r['seconds']):>7.2f} {r['tokens_per_s']:>9.1f} {r['model_positions']:>13} "
-              f"{r['ours_speedup']:>14.2f}x {per_repeat:>18.18} {diff:>21}")
+        own = name == r["compared_with"]
+        per_repeat = "-" if own else " ".join(f"{x:.2f}" for x in r["ours_speedup_per_repeat"])
+        speedup = "-" if own else f"{r['ours_speedup']:.2f}x vs {r['compared_with']}"
+        diff = "-" if name == f"ours@{report['batch_sizes'][0]}" else f"{r['max_abs_diff_bits_vs_ours']:.2e}"
+        print(f"{name:<13} {statistics.median(r['seconds']):>7.2f} {r['tokens_per_s']:>9.1f} {r['model_positions']:>13} "
+              f"{speedup:>20} {per_repeat:>18.18} {diff:>21}")
+    first = f"ours@{report['batch_sizes'][0]}"
     for name, r in report["methods"].items():
-        if name != "ours":
-            print(f"max |ours - {name}|: {r['max_abs_diff_bits_vs_ours']:.3e} bits over {report['tokens']} tokens; "
+        if name != first:
+            print(f"max |{first} - {name}|: {r['max_abs_diff_bits_vs_ours']:.3e} bits over {report['tokens']} tokens; "
                   f"sentences with other token strings: {r['sentences_with_other_tokens']}")
     print(f"positions run: tokens through the model, padding included (batches in order for minicons, longest first for ours); "
           f"first pairs (ours): {report['example']}")

@@ -129,20 +129,25 @@ class SurprisalBenchSmokeTest(absltest.TestCase):
     def test_tiny_run_reports_ours_and_the_loop_and_they_agree(self) -> None:
         # No --minicons_dir: minicons is not a requirement, so the bench skips it (and says how to install it).
         with tempfile.TemporaryDirectory() as tmp:
-            report, stdout = run_bench(self, "surprisal_throughput.py", ["--small", "--num_sentences", "12", "--batch_size", "4", "--repeats", "1"],
+            report, stdout = run_bench(self, "surprisal_throughput.py", ["--small", "--num_sentences", "12", "--batch_sizes", "4,6", "--repeats", "1"],
                                        os.path.join(tmp, "surprisal.json"))
-        rows = [line.split()[0] for line in stdout.splitlines() if line.split()[:1] in (["ours"], ["loop"], ["minicons"])]
-        self.assertIn("ours", rows)
-        self.assertIn("loop", rows)
-        if "minicons" not in rows:
+        rows = [line.split()[0] for line in stdout.splitlines() if line.split()[:1] and line.split()[0].partition("@")[0] in ("ours", "loop", "minicons")]
+        minicons = [name for name in rows if name.startswith("minicons")]
+        self.assertEqual([name for name in rows if not name.startswith("minicons")], ["ours@4", "ours@6", "loop"])
+        if not minicons:
             self.assertIn("pip install --no-deps --target /tmp/minicons minicons==0.3.39", stdout)
-        printed = re.search(r"max \|ours - loop\|: (\S+) bits over (\d+) tokens", stdout)
+        printed = re.search(r"max \|ours@4 - loop\|: (\S+) bits over (\d+) tokens", stdout)
         self.assertIsNotNone(printed, stdout)
         self.assertLess(float(printed.group(1)), 1e-4)
         self.assertEqual(int(printed.group(2)), report["tokens"])
         self.assertGreater(report["tokens"], 12 * 5)  # at least 5 words a sentence
-        self.assertEqual(report["methods"]["loop"]["sentences_with_other_tokens"], 0)
-        self.assertGreater(report["methods"]["ours"]["tokens_per_s"], 0)
+        methods = report["methods"]
+        self.assertEqual(methods["loop"]["sentences_with_other_tokens"], 0)
+        self.assertLess(methods["ours@6"]["max_abs_diff_bits_vs_ours"], 1e-4)
+        self.assertEqual(methods["ours@6"]["compared_with"], "ours@6")
+        self.assertGreater(methods["ours@4"]["tokens_per_s"], 0)
+        # Work: ours feeds each row without its last token; the loop feeds every sentence whole (BOS included).
+        self.assertEqual(methods["loop"]["model_positions"], report["tokens"] + 12)
 
 
 class KLBenchSmokeTest(absltest.TestCase):

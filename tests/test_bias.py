@@ -234,7 +234,9 @@ class MetricTest(absltest.TestCase):
 
 
 class BiasScriptTest(parameterized.TestCase):
-    """bias.py end to end on the generated fixtures, for every benchmark and model type."""
+    """bias.py end to end on the generated fixtures, for every benchmark and model type; a second run into the same
+    dir replaces nothing; scores are fp32 unless --bf16; --mask_top_k too large for a model whose heads are known
+    only once it loads fails before anything is written."""
 
     @classmethod
     def setUpClass(cls) -> None:
@@ -289,24 +291,6 @@ class BiasScriptTest(parameterized.TestCase):
                 self.assertAlmostEqual(got[key], want[key], delta=1e-4)
             self.assertEqual({k: v for k, v in got.items() if not k.endswith("_score")},
                              json.loads(json.dumps({k: v for k, v in want.items() if not k.endswith("_score")})))
-
-
-class BiasRunOutputTest(absltest.TestCase):
-    """A second run into the same dir replaces nothing; scores are fp32 unless --bf16; --mask_top_k too large for a
-    model whose heads are known only once it loads fails before anything is written."""
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        import bias_data
-        from tests.fixtures import save_tiny_lm
-
-        cls.tmp = tempfile.mkdtemp()
-        cls.data = os.path.join(cls.tmp, "data")
-        bias_data.write_bias_fixtures(cls.data)
-        cls.models = {"bert": save_tiny_lm(os.path.join(cls.tmp, "bert"), "bert")}
-
-    run_bias = BiasScriptTest.run_bias
 
     def test_a_second_run_takes_new_names_and_records_its_precision(self) -> None:
         out = os.path.join(self.tmp, "twice")

@@ -359,5 +359,100 @@ class WordPositionsTest(absltest.TestCase):
         self.assertEqual(text_word_ids("a cat. sat", [(0, 1), (1, 5), (5, 6), (6, 10), (0, 0)]), [0, 1, 1, 2, None])
 
 
+class StreamedScoresTest(parameterized.TestCase):
+    """surprisal's fast paths against the plain computation: the output layer streamed over slices of the
+    vocabulary, GELU by torch's fused kernel, an lm row's last token not fed; and the fallback for a model that
+    changes its logits after the output layer."""
+
+    def test_streamed_statistics_equal_the_whole_logits(self) -> None:
+        import torch
+
+        from surprisal import logits_statistics, output_statistics
+
+        torch.manual_seed(0)
+        for dtype, bias in ((torch.float32, True), (torch.float64, False)):
+            head = torch.nn.Linear(16, 50, bias=bias).to(dtype)
+            hidden = torch.randn(9, 16, dtype=dtype) * 3
+            tokens = torch.tensor([0, 49, 6, 7, 13, 14, 20, 41, 42])  # first, last and both sides of slice borders
+            whole = logits_statistics(head(hidden).detach(), tokens)
+            for chunk in (7, 50, 8192):
+                streamed = output_statistics(hidden, head, tokens, chunk)
+                self.assertEqual(streamed[0].dtype, dtype)
+                torch.testing.assert_close(streamed[0], whole[0], rtol=0, atol=1e-5)
+                self.assertEqual(streamed[1].tolist(), whole[1].tolist())
+                torch.testing.assert_close(streamed[2], whole[2], rtol=0, atol=1e-5)
+
+    def plain_logprobs(self, model: Any, rows: list[list[int]]) -> list[list[float]]:
+        import torch
+
+        with torch.no_grad():
+            return [torch.log_softmax(model(torch.tensor([row])).logits[0, :-1].double(), -1).gather(1, torch.tensor(row[1:])[:, None])[:, 0].tolist()
+                    for row in rows]
+
+    def test_gpt2_scores_through_the_fast_paths(self) -> None:
+        from unittest import mock
+
+        from transformers.activations import NewGELUActivation
+
+        import surprisal
+        from tests.fixtures import tiny_lm
+
+        model = tiny_lm("gpt2").eval()
+        self.assertLen([m for m in model.modules() if type(m) is NewGELUActivation], 2)
+        rows = [[0, 5, 9, 33, 7], [0], [0, 12], [0, 40, 41, 42, 43, 44, 45]]  # BOS alone: nothing to score
+        expected = self.plain_logprobs(model, rows)
+        seen: list[str] = []
+        forward = model.transformer.h[0].mlp.forward
+
+        def record(*args: Any, **kwargs: Any) -> Any:
+            seen.append(type(model.transformer.h[0].mlp.act).__name__)
+            return forward(*args, **kwargs)
+
+        with mock.patch.object(surprisal, "VOCAB_CHUNK", 7), mock.patch.object(model.transformer.h[0].mlp, "forward", record):
+            for _ in range(2):  # the first batch checks the streamed statistics; the second uses them
+                scored = surprisal.score_rows(model, "lm", [{"input_ids": r, "labels": r} for r in rows], 4, 0)
+                for row, result, plain in zip(rows, scored, expected):
+                    self.assertEqual(result.positions.tolist(), list(range(1, len(row))))
+                    self.assertEqual(result.token_ids.tolist(), row[1:])
+                    for mine, theirs in zip(result.logprobs.tolist(), plain):
+                        self.assertAlmostEqual(mine, theirs, delta=1e-5)
+        self.assertIs(surprisal._HEAD_IS_LAST[model.get_output_embeddings()], True)
+        self.assertEqual(seen, ["GELUTanh", "GELUTanh"])
+        self.assertLen([m for m in model.modules() if type(m) is NewGELUActivation], 2)  # put back
+
+    def test_a_zero3_partitioned_output_layer_is_left_to_the_model(self) -> None:
+        import surprisal
+        from tests.fixtures import tiny_lm
+
+        model = tiny_lm("gpt2").eval()
+        rows = [[0, 5, 9, 33, 7], [0, 12]]
+        model.get_output_embeddings().weight.ds_id = 3  # as DeepSpeed ZeRO-3 marks the parameters it partitions
+        scored = surprisal.score_rows(model, "lm", [{"input_ids": r, "labels": r} for r in rows], 2, 0)
+        for result, plain in zip(scored, self.plain_logprobs(model, rows)):
+            for mine, theirs in zip(result.logprobs.tolist(), plain):
+                self.assertAlmostEqual(mine, theirs, delta=1e-5)
+        self.assertNotIn(model.get_output_embeddings(), surprisal._HEAD_IS_LAST)  # never streamed, never checked
+
+    def test_logits_changed_after_the_output_layer_are_scored_as_the_model_gives_them(self) -> None:
+        import torch
+        from transformers import Gemma2Config, Gemma2ForCausalLM
+
+        import surprisal
+
+        torch.manual_seed(0)
+        config = Gemma2Config(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                              num_key_value_heads=2, head_dim=8, max_position_embeddings=64, final_logit_softcapping=0.5,
+                              pad_token_id=0, bos_token_id=1, eos_token_id=2)
+        model = Gemma2ForCausalLM(config).eval()
+        rows = [[1, 5, 9, 33, 7], [1, 40, 41]]
+        expected = self.plain_logprobs(model, rows)
+        for _ in range(2):
+            scored = surprisal.score_rows(model, "lm", [{"input_ids": r, "labels": r} for r in rows], 2, 0)
+            for result, plain in zip(scored, expected):
+                for mine, theirs in zip(result.logprobs.tolist(), plain):
+                    self.assertAlmostEqual(mine, theirs, delta=1e-5)
+        self.assertIs(surprisal._HEAD_IS_LAST[model.get_output_embeddings()], False)
+
+
 if __name__ == "__main__":
     absltest.main()

@@ -154,6 +154,21 @@ class SlurmArrayTest(absltest.TestCase):
         self.assertEqual((proc.returncode, proc.stderr.strip()),
                          (2, "error: sacct: not found; this needs a Slurm login node (or use --executor local)"))
 
+    def test_arguments_the_script_refuses_fail_the_launch_before_anything_is_written(self) -> None:
+        for grid, message in (("{learnig_rate: [1.0e-4], seed: [1, 2]}", "run learnig_rate=0.0001,seed=1: fine_tune_t5.py refuses its "
+                                                                         "arguments: unknown flag --learnig_rate (did you mean --learning_rate?)"),
+                              ("{learning_rate: [1.0e-4], max_source_length: [64, many]}",
+                               "run learning_rate=0.0001,max_source_length=many: fine_tune_t5.py refuses its arguments: "
+                               "argument --max_source_length/--max-source-length: invalid int value: 'many'")):
+            write(self.group_file, GROUP.format(root=os.path.join(self.tmp, "runs")).replace(
+                "{learning_rate: [1.0e-4, 1.0e-3], seed: [1, 2]}", grid))
+            for executor in ("slurm", "local"):
+                proc = subprocess.run([sys.executable, os.path.join(ROOT, "groups.py"), "launch", self.group_file, "--executor", executor],
+                                      capture_output=True, text=True, env=self.env, cwd=ROOT, timeout=120)
+                self.assertEqual((proc.returncode, proc.stderr), (2, f"error: {self.group_file}: {message}\n"))
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "runs")))  # no group dir, no job script
+        self.assertFalse(os.path.exists(os.path.join(self.fake, "calls.log")))  # no sbatch
+
     def test_monitor_collect_and_stop(self) -> None:
         self.groups_cli("launch")
         runs = groups.expand(groups.read_group(self.group_file))
