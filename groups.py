@@ -1,10 +1,11 @@
 """Experiment groups: one YAML file names a script, the arguments its runs share and a grid (and/or a list) of the
 arguments that vary; this launches every run, on Slurm as one job array or on this machine, and gathers them.
 
-    python groups.py launch GROUP.yaml                       # sbatch one job array (slurm/group_array.sbatch)
+    python groups.py launch GROUP.yaml                       # sbatch one job array (slurm/group_array.sbatch);
+                                                             # again: a new array of the unfinished runs only
     python groups.py launch GROUP.yaml --executor local --parallel 2   # here, 2 runs at a time (laptops, CI)
     python groups.py monitor GROUP.yaml                      # run, state, last step / metric, output dir
-    python groups.py stop GROUP.yaml                         # scancel the array
+    python groups.py stop GROUP.yaml                         # scancel the group's arrays
     python groups.py collect GROUP.yaml                      # every run's all_results.json -> one CSV
 
 A group file:
@@ -201,21 +202,31 @@ def command(group: Group, run: Run) -> list[str]:
 # --- executors ---------------------------------------------------------------------------------------------------
 
 
+ALIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED",
+         "SIGNALING", "STAGE_OUT")  # Slurm states of a task that may still run
+
+
 def launch_slurm(group: Group, runs: list[Run], dry_run: bool = False) -> str:
     """Render slurm/group_array.sbatch for the runs and submit it; returns the job id (the script's path with
-    --dry_run)."""
-    state_file = os.path.join(group.directory, STATE_FILE)
-    if not dry_run and os.path.isfile(state_file):
-        with open(state_file, encoding="utf-8") as f:
-            earlier = json.load(f)
-        raise UserError(f"{group.path}: already launched (job {earlier.get('job_id', '?')}, {state_file}); a second array would "
-                        f"rewrite runs.tsv under the first one's requeued tasks. Stop it (`python groups.py stop`), then give the "
-                        f"group a new name or remove {state_file}")
+    --dry_run). A group launched before gets a new array of its unfinished runs only (no all_results.json), once
+    none of its earlier tasks is queued or running; each array reads its own runs file."""
+    jobs = slurm_jobs(read_state(group)) if os.path.isfile(os.path.join(group.directory, STATE_FILE)) else []
+    if jobs:
+        alive = [] if dry_run else [f"{job['job_id']}_{index}" for job in jobs
+                                    for index, state in slurm_states(job["job_id"], len(job["runs"])).items() if state in ALIVE]
+        if alive:
+            raise UserError(f"{group.path}: launched before, and task {alive[0]} ({len(alive)} in all) is still queued or running; "
+                            f"`python groups.py monitor {group.path}` to follow it, or `stop` it first")
+        runs = [run for run in runs if not os.path.isfile(os.path.join(run.output_dir, FINISHED))]
+        if not runs:
+            print(f"every run of {group.path} has finished; nothing to launch (`python groups.py collect {group.path}`)")
+            return jobs[-1]["job_id"]
     sys.path.insert(0, os.path.join(ROOT, "slurm"))
     from render import render
 
+    suffix = f"-{len(jobs)}" if jobs else ""  # runs.tsv / group.sbatch, then runs-1.tsv / group-1.sbatch, ...
     os.makedirs(os.path.join(group.directory, "logs"), exist_ok=True)
-    runs_file = os.path.abspath(os.path.join(group.directory, "runs.tsv"))
+    runs_file = os.path.abspath(os.path.join(group.directory, f"runs{suffix}.tsv"))
     with open(runs_file, "w", encoding="utf-8") as f:
         for run in runs:
             f.write(f"{run.output_dir}\t{shlex.join(command(group, run))}\n")
@@ -226,7 +237,7 @@ def launch_slurm(group: Group, runs: list[Run], dry_run: bool = False) -> str:
                       LOG_DIR=os.path.abspath(os.path.join(group.directory, "logs")), CONTAINER=shlex.join(container))
     extra = "".join(f"#SBATCH --{key}={group.slurm[key]}\n" for key in SBATCH_LINES if group.slurm.get(key))
     text = re.sub(r"(#SBATCH --job-name=.*\n)", lambda m: m.group(1) + extra, text, count=1)
-    job_file = os.path.join(group.directory, "group.sbatch")
+    job_file = os.path.join(group.directory, f"group{suffix}.sbatch")
     with open(job_file, "w", encoding="utf-8") as f:
         f.write(text)
     if dry_run:
@@ -235,9 +246,17 @@ def launch_slurm(group: Group, runs: list[Run], dry_run: bool = False) -> str:
     if proc.returncode != 0:
         raise UserError(f"sbatch {job_file}: {proc.stderr.strip() or f'exit status {proc.returncode}'}")
     job_id = proc.stdout.strip().split(";")[0]
-    write_state(group, {"executor": "slurm", "job_id": job_id, "runs": [r.key for r in runs]})
-    print(f"submitted job array {job_id}: {len(runs)} runs of {group.script}; `python groups.py monitor {group.path}` to follow")
+    write_state(group, {"executor": "slurm", "jobs": [*jobs, {"job_id": job_id, "runs": [r.key for r in runs]}]})
+    again = f" (the unfinished ones; earlier arrays: {', '.join(j['job_id'] for j in jobs)})" if jobs else ""
+    print(f"submitted job array {job_id}: {len(runs)} runs of {group.script}{again}; `python groups.py monitor {group.path}` to follow")
     return job_id
+
+
+def slurm_jobs(state: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The group's arrays, oldest first: {"job_id", "runs": the run keys, in array index order}."""
+    if state.get("executor") != "slurm":
+        return []
+    return list(state["jobs"]) if "jobs" in state else [{"job_id": state["job_id"], "runs": state["runs"]}]
 
 
 def launch_local(group: Group, runs: list[Run], parallel: int) -> dict[str, int]:
@@ -314,9 +333,20 @@ def slurm_states(job_id: str, count: int) -> dict[int, str]:
     return {i: states.get(i, "UNKNOWN") for i in range(count)}
 
 
-def run_state(group: Group, run: Run, state: Mapping[str, Any], slurm: Mapping[int, str] | None) -> str:
-    if slurm is not None:
-        return slurm[run.index]
+def run_states(group: Group, runs: list[Run]) -> dict[str, str]:
+    """Each run's state: on Slurm, its task's in the latest array that ran it; here, from its output dir and exit status."""
+    state = read_state(group)
+    jobs = slurm_jobs(state)
+    if jobs:
+        out: dict[str, str] = {}
+        for job in jobs:  # a later array's task replaces an earlier one's
+            states = slurm_states(job["job_id"], len(job["runs"]))
+            out.update({key: states[index] for index, key in enumerate(job["runs"])})
+        return {run.key: out.get(run.key, "UNKNOWN") for run in runs}
+    return {run.key: local_state(run, state) for run in runs}
+
+
+def local_state(run: Run, state: Mapping[str, Any]) -> str:
     if os.path.isfile(os.path.join(run.output_dir, FINISHED)):
         return "COMPLETED"
     if os.path.exists(os.path.join(run.output_dir, "PREEMPTED")):
@@ -354,13 +384,11 @@ def last_progress(output_dir: str) -> tuple[str, str]:
 
 
 def monitor(group: Group, runs: list[Run]) -> list[dict[str, str]]:
-    state = read_state(group)
-    slurm = slurm_states(state["job_id"], len(runs)) if state.get("executor") == "slurm" else None
+    states = run_states(group, runs)
     rows = []
     for run in runs:
         step, metric = last_progress(run.output_dir)
-        rows.append({"run": run.key, "state": run_state(group, run, state, slurm), "step": step, "metric": metric,
-                     "output_dir": run.output_dir})
+        rows.append({"run": run.key, "state": states[run.key], "step": step, "metric": metric, "output_dir": run.output_dir})
     widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in rows[0]}
     print("  ".join(k.ljust(widths[k]) for k in widths))
     for row in rows:
@@ -369,19 +397,19 @@ def monitor(group: Group, runs: list[Run]) -> list[dict[str, str]]:
 
 
 def stop(group: Group) -> None:
-    state = read_state(group)
-    if state.get("executor") != "slurm":
+    jobs = slurm_jobs(read_state(group))
+    if not jobs:
         raise UserError(f"{group.path}: ran with the local executor; stop it with Ctrl-C (a relaunch skips the finished runs)")
-    proc = slurm_command(["scancel", state["job_id"]])
+    ids = [job["job_id"] for job in jobs]
+    proc = slurm_command(["scancel", *ids])
     if proc.returncode != 0:
-        raise UserError(f"scancel {state['job_id']}: {proc.stderr.strip() or f'exit status {proc.returncode}'}")
-    print(f"scancel {state['job_id']}")
+        raise UserError(f"scancel {' '.join(ids)}: {proc.stderr.strip() or f'exit status {proc.returncode}'}")
+    print(f"scancel {' '.join(ids)}")
 
 
 def collect(group: Group, runs: list[Run]) -> str:
     """<group dir>/results.csv: run, state, output_dir, one column per varying argument, one per results key."""
-    state = read_state(group)
-    slurm = slurm_states(state["job_id"], len(runs)) if state.get("executor") == "slurm" else None
+    states = run_states(group, runs)
     arg_columns = list(dict.fromkeys(k for run in runs for k in run.varying))
     rows, result_columns = [], []
     for run in runs:
@@ -393,7 +421,7 @@ def collect(group: Group, runs: list[Run]) -> str:
         for key in results:
             if key not in result_columns:
                 result_columns.append(key)
-        rows.append({"run": run.key, "state": run_state(group, run, state, slurm), "output_dir": run.output_dir,
+        rows.append({"run": run.key, "state": states[run.key], "output_dir": run.output_dir,
                      **{k: value_word(v) for k, v in run.varying.items()},
                      **{k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in results.items()}})
     out = os.path.join(group.directory, "results.csv")
@@ -419,6 +447,10 @@ def main(argv: Sequence[str] | None = None) -> Any:
         if args.parallel < 1:
             raise UserError(f"--parallel {args.parallel}: must be at least 1")
         check_arguments(group, runs)
+        earlier = read_state(group).get("executor") if os.path.isfile(os.path.join(group.directory, STATE_FILE)) else None
+        if earlier not in (None, args.executor):
+            raise UserError(f"{group.path}: launched with --executor {earlier} before; relaunch it with --executor {earlier} "
+                            f"(its {STATE_FILE} records that executor's runs)")
         if args.executor == "local":
             status = launch_local(group, runs, args.parallel)
             failed = sorted(k for k, code in status.items() if code != 0)

@@ -31,10 +31,13 @@ output_root: {root}
 """
 
 STAND_INS = {
-    "sbatch": '#!/bin/bash\necho "sbatch $*" >> "$FAKE_DIR/calls.log"\necho "777;cluster"\n',
+    # Job ids 777, 778, ... in submission order; sacct / squeue print $FAKE_DIR/sacct.txt / squeue.txt when a test wrote one.
+    "sbatch": '#!/bin/bash\necho "sbatch $*" >> "$FAKE_DIR/calls.log"\necho "$((776 + $(grep -c ^sbatch "$FAKE_DIR/calls.log")));cluster"\n',
     "scancel": '#!/bin/bash\necho "scancel $*" >> "$FAKE_DIR/calls.log"\n',
-    "sacct": '#!/bin/bash\necho "sacct $*" >> "$FAKE_DIR/calls.log"\nprintf "777_0|COMPLETED\\n777_0.batch|COMPLETED\\n777_1|FAILED\\n777_[2-3]|PENDING\\n"\n',
-    "squeue": '#!/bin/bash\necho "squeue $*" >> "$FAKE_DIR/calls.log"\nprintf "777_2 RUNNING\\n777_3 PENDING\\n"\n',
+    "sacct": '#!/bin/bash\necho "sacct $*" >> "$FAKE_DIR/calls.log"\n[ -f "$FAKE_DIR/sacct.txt" ] && exec cat "$FAKE_DIR/sacct.txt"\n'
+             'printf "777_0|COMPLETED\\n777_0.batch|COMPLETED\\n777_1|FAILED\\n777_[2-3]|PENDING\\n"\n',
+    "squeue": '#!/bin/bash\necho "squeue $*" >> "$FAKE_DIR/calls.log"\n[ -f "$FAKE_DIR/squeue.txt" ] && exec cat "$FAKE_DIR/squeue.txt"\n'
+              'printf "777_2 RUNNING\\n777_3 PENDING\\n"\n',
     "srun": '#!/bin/bash\nwhile [ "${1#-}" != "$1" ]; do shift; done\nexec "$@"\n',
     # The run's launcher (2 GPUs: accelerate launch): records its arguments and the W&B run id, and "finishes".
     "accelerate": "#!{python}\nimport json, os, sys\n"
@@ -112,7 +115,7 @@ class SlurmArrayTest(absltest.TestCase):
         job = os.path.join(directory, "group.sbatch")
         self.assertEqual(self.calls(), [f"sbatch --parsable {job}"])
         with open(os.path.join(directory, "group.json")) as f:
-            self.assertEqual(json.load(f)["job_id"], "777")
+            self.assertEqual(json.load(f)["jobs"], [{"job_id": "777", "runs": [r.key for r in groups.expand(groups.read_group(self.group_file))]}])
         with open(job) as f:
             text = f.read()
         self.assertEqual(subprocess.run(["bash", "-n", job]).returncode, 0)
@@ -141,13 +144,54 @@ class SlurmArrayTest(absltest.TestCase):
         self.assertEqual(ran["argv"], ["launch", "--num_processes", "2", "fine_tune_t5.py", *runs[1].argv])
         self.assertEqual(ran["WANDB_RUN_ID"], "slurm-cluster-777_1")
 
-    def test_a_second_launch_is_refused_and_no_slurm_is_one_line(self) -> None:
+    def test_a_relaunch_waits_for_the_array_then_submits_the_unfinished_runs_only(self) -> None:
         self.groups_cli("launch")
+        runs = groups.expand(groups.read_group(self.group_file))
+        directory = os.path.join(self.tmp, "runs", "rte-lr")
         proc = subprocess.run([sys.executable, os.path.join(ROOT, "groups.py"), "launch", self.group_file], capture_output=True,
                               text=True, env=self.env, cwd=ROOT, timeout=120)
-        self.assertEqual(proc.returncode, 2)
-        self.assertIn("already launched (job 777", proc.stderr)
-        self.assertEqual(self.calls(), [line for line in self.calls() if line.startswith("sbatch")][:1])  # one sbatch only
+        self.assertEqual((proc.returncode, proc.stderr), (2, f"error: {self.group_file}: launched before, and task 777_2 (2 in all) is "
+                                                             f"still queued or running; `python groups.py monitor {self.group_file}` "
+                                                             f"to follow it, or `stop` it first\n"))
+        self.assertLen([line for line in self.calls() if line.startswith("sbatch")], 1)
+        # The array ends: run 0 finished, the others failed, were cancelled or ran out of time.
+        write(os.path.join(runs[0].output_dir, "all_results.json"), json.dumps({"eval_accuracy": 70.0}))
+        write(os.path.join(self.fake, "sacct.txt"), "777_0|COMPLETED\n777_1|FAILED\n777_2|CANCELLED by 5\n777_3|TIMEOUT\n")
+        write(os.path.join(self.fake, "squeue.txt"), "")
+        with open(os.path.join(directory, "runs.tsv")) as f:
+            first_runs_file = f.read()
+        self.assertIn("submitted job array 778: 3 runs of fine_tune_t5.py (the unfinished ones; earlier arrays: 777)",
+                      self.groups_cli("launch").stdout)
+        with open(os.path.join(directory, "runs-1.tsv")) as f:
+            self.assertEqual([line.split("\t")[0] for line in f], [r.output_dir for r in runs[1:]])
+        with open(os.path.join(directory, "runs.tsv")) as f:
+            self.assertEqual(f.read(), first_runs_file)  # the first array's file is left as it was
+        with open(os.path.join(directory, "group-1.sbatch")) as f:
+            self.assertIn("#SBATCH --array=0-2%8", f.read().splitlines())
+        # States: each run's task in the latest array that ran it.
+        write(os.path.join(self.fake, "sacct.txt"), "777_0|COMPLETED\n777_1|FAILED\n777_2|CANCELLED by 5\n777_3|TIMEOUT\n"
+                                                    "778_0|COMPLETED\n778_1|RUNNING\n")
+        write(os.path.join(self.fake, "squeue.txt"), "778_1 RUNNING\n778_2 PENDING\n")
+        out = self.groups_cli("monitor").stdout.splitlines()
+        self.assertEqual([line.split()[:2] for line in out[1:]], [[runs[0].key, "COMPLETED"], [runs[1].key, "COMPLETED"],
+                                                                   [runs[2].key, "RUNNING"], [runs[3].key, "PENDING"]])
+        self.groups_cli("stop")
+        self.assertEqual(self.calls()[-1], "scancel 777 778")
+        # Everything finished: nothing to submit.
+        for run in runs[1:]:
+            write(os.path.join(run.output_dir, "all_results.json"), "{}")
+        write(os.path.join(self.fake, "sacct.txt"), "777_0|COMPLETED\n778_0|COMPLETED\n778_1|COMPLETED\n778_2|COMPLETED\n")
+        write(os.path.join(self.fake, "squeue.txt"), "")
+        self.assertIn("has finished; nothing to launch", self.groups_cli("launch").stdout)
+        self.assertLen([line for line in self.calls() if line.startswith("sbatch")], 2)
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, "groups.py"), "launch", self.group_file, "--executor", "local"],
+                              capture_output=True, text=True, env=self.env, cwd=ROOT, timeout=120)
+        self.assertEqual((proc.returncode, proc.stderr), (2, f"error: {self.group_file}: launched with --executor slurm before; "
+                                                             f"relaunch it with --executor slurm (its group.json records that "
+                                                             f"executor's runs)\n"))
+
+    def test_without_slurm_commands_one_line(self) -> None:
+        self.groups_cli("launch")
         no_slurm = {**self.env, "PATH": os.path.dirname(sys.executable)}
         proc = subprocess.run([sys.executable, os.path.join(ROOT, "groups.py"), "monitor", self.group_file], capture_output=True,
                               text=True, env=no_slurm, cwd=ROOT, timeout=120)
