@@ -72,6 +72,9 @@ class TaskArguments:
         for name in ("max_source_length", "max_target_length"):
             if getattr(self, name) < 2:
                 raise UserError(f"--{name} {getattr(self, name)}: must be at least 2")
+        for name in ("max_train_samples", "max_eval_samples", "max_predict_samples"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise UserError(f"--{name} {getattr(self, name)}: must be at least 1 (leave it out for every example)")
 
 
 @dataclass

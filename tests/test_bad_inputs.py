@@ -138,6 +138,8 @@ CASES: list[tuple[str, Case]] = [
              r"^--model_name_or_path '\S+/pt': the directory holds no config\.json; give a saved model's directory or a Hub name$"),
     finetune("ft_eval_mode_beam", [*TOY, "--eval_mode", "beam"],
              r"^--eval_mode beam: must be one of auto, score, generate$"),
+    finetune("ft_zero_eval_samples", [*TOY, "--max_eval_samples", "0"],
+             r"^--max_eval_samples 0: must be at least 1 \(leave it out for every example\)$"),
     finetune("ft_not_utf8_tsv", [*TOY, "--train_file", "{tmp}/ft/latin1.tsv", "--validation_file", "{tmp}/ft/good.csv"],
              r"^\S+/ft/latin1\.tsv: not UTF-8 text \(byte 0xe9 at offset 22, line 2\); re-encode it as UTF-8$"),
     finetune("ft_missing_column", [*TOY, "--train_file", "{tmp}/ft/no_sentence.csv", "--validation_file", "{tmp}/ft/good.csv"],
