@@ -29,7 +29,9 @@ compute nodes' container or environment differs from the login node's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import dataclasses
 import itertools
 import json
 import os
@@ -38,7 +40,6 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from errors import UserError
@@ -51,20 +52,26 @@ SLURM_KEYS = {"gpus": "GPUS", "cpus": "CPUS", "time": "TIME", "max_parallel": "M
               "warn_seconds": "WARN_SECONDS", "max_requeues": "MAX_REQUEUES"}
 SBATCH_LINES = ("partition", "account", "qos", "constraint", "mem", "reservation")  # each an #SBATCH --key=value line
 CONTAINER_KEYS = ("container_image", "container_mounts", "container_workdir")
-FINISHED = "all_results.json"
+FINISHED = "all_results.json"  # a training run's results, written last
+EVALUATION_RESULTS = {"bias.py": "results.json"}  # scripts that only evaluate: their results file; --no_train runs: eval_results.json
 STATE_FILE = "group.json"  # in the group dir: the executor, the Slurm job id, the runs
 
 
-@dataclass
+@dataclasses.dataclass
 class Run:
     index: int
     key: str  # "learning_rate=0.001,seed=1": the values that vary
     varying: dict[str, Any]
     argv: list[str]  # the script's arguments, output dir included
     output_dir: str
+    results_file: str  # its presence marks the run finished
+
+    @property
+    def finished(self) -> bool:
+        return os.path.isfile(os.path.join(self.output_dir, self.results_file))
 
 
-@dataclass
+@dataclasses.dataclass
 class Group:
     path: str
     name: str
@@ -166,12 +173,14 @@ def expand(group: Group) -> list[Run]:
         arguments = {**group.args, **varying}
         if group.script in MOUNT_SCRIPTS:
             name = f"{group.name}--{key}"
-            mount = str(arguments.get("mount_dir", "mount"))
-            output_dir, extra = os.path.join(mount, "models", name), ["--training_run_name", name]
+            mount = os.path.join(ROOT, str(arguments.get("mount_dir", "mount")))  # runs start in the repository root
+            output_dir, extra = os.path.normpath(os.path.join(mount, "models", name)), ["--training_run_name", name]
         else:
             output_dir = os.path.join(group.directory, key)
             extra = ["--output_dir", output_dir]
-        runs.append(Run(index, key, varying, flag_words(arguments) + extra, output_dir))
+        evaluation_only = group.script in EVALUATION_RESULTS or arguments.get("no_train") in (True, "true", "True")
+        results_file = EVALUATION_RESULTS.get(group.script, "eval_results.json") if evaluation_only else FINISHED
+        runs.append(Run(index, key, varying, flag_words(arguments) + extra, output_dir, results_file))
     return runs
 
 
@@ -186,7 +195,8 @@ def check_arguments(group: Group, runs: list[Run]) -> None:
     module = importlib.import_module(group.script[: -len(".py")])
     for run in runs:
         try:
-            light_parse(module.ARGUMENTS, run.argv)
+            with contextlib.chdir(ROOT):  # where the runs start: a relative --config file is read from there
+                light_parse(module.ARGUMENTS, run.argv)
         except UserError as err:
             where = f"run {run.key}" if run.key else "args"
             raise UserError(f"{group.path}: {where}: {group.script} refuses its arguments: {err}") from None
@@ -217,7 +227,7 @@ def launch_slurm(group: Group, runs: list[Run], dry_run: bool = False) -> str:
         if alive:
             raise UserError(f"{group.path}: launched before, and task {alive[0]} ({len(alive)} in all) is still queued or running; "
                             f"`python groups.py monitor {group.path}` to follow it, or `stop` it first")
-        runs = [run for run in runs if not os.path.isfile(os.path.join(run.output_dir, FINISHED))]
+        runs = [resumed(run) for run in runs if not run.finished]
         if not runs:
             print(f"every run of {group.path} has finished; nothing to launch (`python groups.py collect {group.path}`)")
             return jobs[-1]["job_id"]
@@ -259,15 +269,25 @@ def slurm_jobs(state: Mapping[str, Any]) -> list[dict[str, Any]]:
     return list(state["jobs"]) if "jobs" in state else [{"job_id": state["job_id"], "runs": state["runs"]}]
 
 
+def resumed(run: Run) -> Run:
+    """The run to launch again: a training run whose output dir an earlier attempt left (a failure, a time limit, a
+    cancelled task) continues from its newest complete checkpoint (`--resume_from_checkpoint auto`, which starts
+    fresh when there is none), rather than starting over and overwriting the attempt's checkpoints."""
+    if (run.results_file != FINISHED or not os.path.isdir(run.output_dir)
+            or any(word.split("=", 1)[0] == "--resume_from_checkpoint" for word in run.argv)):
+        return run
+    return dataclasses.replace(run, argv=[*run.argv, "--resume_from_checkpoint", "auto"])
+
+
 def launch_local(group: Group, runs: list[Run], parallel: int) -> dict[str, int]:
     """Run the group here, `parallel` runs at a time; a run that already finished is skipped (so a relaunch
     completes a group). Returns each run's exit status; a log per run in <group dir>/logs/."""
     logs = os.path.join(group.directory, "logs")
     os.makedirs(logs, exist_ok=True)
     status: dict[str, int] = {}
-    pending = [r for r in runs if not os.path.isfile(os.path.join(r.output_dir, FINISHED))]
+    pending = [resumed(run) for run in runs if not run.finished]
     for run in runs:
-        if run not in pending:
+        if run.finished:
             status[run.key] = 0
     active: list[tuple[Run, subprocess.Popen, Any]] = []
     while pending or active:
@@ -325,6 +345,9 @@ def slurm_states(job_id: str, count: int) -> dict[int, str]:
         if match:
             states[int(match.group(1))] = state.split()[0] if state.strip() else "UNKNOWN"
     squeue = slurm_command(["squeue", "-j", job_id, "-r", "-h", "-o", "%i %T"])
+    if squeue.returncode != 0 and "invalid job id" not in squeue.stderr.lower():  # an array long gone: none of it queued
+        raise UserError(f"squeue -j {job_id}: {squeue.stderr.strip() or f'exit status {squeue.returncode}'}; cannot tell which "
+                        f"tasks are queued or running (try again)")
     for line in squeue.stdout.splitlines():
         job, _, state = line.strip().partition(" ")
         match = re.fullmatch(rf"{re.escape(job_id)}_(\d+)", job)
@@ -347,7 +370,7 @@ def run_states(group: Group, runs: list[Run]) -> dict[str, str]:
 
 
 def local_state(run: Run, state: Mapping[str, Any]) -> str:
-    if os.path.isfile(os.path.join(run.output_dir, FINISHED)):
+    if run.finished:
         return "COMPLETED"
     if os.path.exists(os.path.join(run.output_dir, "PREEMPTED")):
         return "PREEMPTED"
@@ -355,9 +378,9 @@ def local_state(run: Run, state: Mapping[str, Any]) -> str:
     return "PENDING" if code is None else "COMPLETED" if code == 0 else f"FAILED ({code})"
 
 
-def last_progress(output_dir: str) -> tuple[str, str]:
+def last_progress(output_dir: str, results_file: str = FINISHED) -> tuple[str, str]:
     """(the last logged step, the last logged metric "name=value") from the run's results or its newest checkpoint."""
-    finished = os.path.join(output_dir, FINISHED)
+    finished = os.path.join(output_dir, results_file)
     history: list[dict[str, Any]] = []
     if os.path.isdir(output_dir):
         checkpoints = sorted((int(m.group(1)), n) for n in os.listdir(output_dir) if (m := re.fullmatch(r"checkpoint-(\d+)", n)))
@@ -387,7 +410,7 @@ def monitor(group: Group, runs: list[Run]) -> list[dict[str, str]]:
     states = run_states(group, runs)
     rows = []
     for run in runs:
-        step, metric = last_progress(run.output_dir)
+        step, metric = last_progress(run.output_dir, run.results_file)
         rows.append({"run": run.key, "state": states[run.key], "step": step, "metric": metric, "output_dir": run.output_dir})
     widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in rows[0]}
     print("  ".join(k.ljust(widths[k]) for k in widths))
@@ -414,7 +437,7 @@ def collect(group: Group, runs: list[Run]) -> str:
     rows, result_columns = [], []
     for run in runs:
         results: dict[str, Any] = {}
-        path = os.path.join(run.output_dir, FINISHED)
+        path = os.path.join(run.output_dir, run.results_file)
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as f:
                 results = json.load(f)

@@ -95,6 +95,8 @@ def _forward(model: Any, model_task: str, input_ids: Sequence[Sequence[int]], la
     else:
         keep = torch.zeros_like(target[:, offset:], dtype=torch.bool)
         for i, positions in enumerate(scored):
+            if any(not offset <= p < len(labels[i]) for p in positions):
+                raise ValueError(f"scored positions {list(positions)} of a row of {len(labels[i])}: each must lie in [{offset}, {len(labels[i])})")
             keep[i, [p - offset for p in positions]] = True
     inputs = {"input_ids": ids, "attention_mask": attention_mask}
     if model_task == "seq2seq":  # teacher forcing: the labels shifted right behind the decoder start token
@@ -154,12 +156,13 @@ def logits_statistics(logits: torch.Tensor, tokens: torch.Tensor) -> Statistics:
 VOCAB_CHUNK = 8192  # vocabulary entries projected at a time by `output_statistics`
 
 
-def output_statistics(hidden: torch.Tensor, head: torch.nn.Linear, tokens: torch.Tensor, chunk: int = VOCAB_CHUNK) -> Statistics:
+def output_statistics(hidden: torch.Tensor, head: torch.nn.Linear, tokens: torch.Tensor, chunk: int | None = None) -> Statistics:
     """`logits_statistics` of `head(hidden)`, computed one slice of the vocabulary at a time with a running
     maximum and a running sum of exponentials (the streaming log-sum-exp): the (tokens, vocab) logits are never
     held whole, and each slice is read while it is still in the cache. Equal to `logits_statistics` within
     float rounding (a tie for the argmax goes to the lower id in both)."""
     count, vocab = hidden.shape[0], head.weight.shape[0]
+    chunk = chunk or VOCAB_CHUNK
     dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
     running_max = torch.full((count,), -math.inf, dtype=dtype, device=hidden.device)
     running_sum = torch.zeros(count, dtype=dtype, device=hidden.device)
@@ -173,9 +176,10 @@ def output_statistics(hidden: torch.Tensor, head: torch.nn.Linear, tokens: torch
         best, where = logits.max(dim=1)
         new_max = torch.maximum(running_max, best)
         predicted = torch.where(best > running_max, where + start, predicted)
-        running_sum = running_sum * torch.exp(running_max - new_max) + logits.sub_(new_max[:, None]).exp_().sum(dim=1)
+        shift = torch.where(torch.isfinite(new_max), new_max, 0.0)  # a row all -inf so far: no shift (exp(-inf - -inf) is NaN)
+        running_sum = running_sum * torch.exp(running_max - shift) + logits.sub_(shift[:, None]).exp_().sum(dim=1)
         running_max = new_max
-    normaliser = running_max + running_sum.log()
+    normaliser = torch.where(torch.isfinite(running_max), running_max, 0.0) + running_sum.log()
     return target - normaliser, predicted, running_max - normaliser
 
 
@@ -185,8 +189,13 @@ _HEAD_IS_LAST: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.Weak
 
 
 def _whole_linear(head: Any) -> bool:
-    """A Linear whose whole weight is here (DeepSpeed ZeRO-3 keeps a parameter's shards elsewhere between passes)."""
-    return isinstance(head, torch.nn.Linear) and head.weight.dim() == 2 and not hasattr(head.weight, "ds_id")
+    """A plain Linear whose whole floating-point weight is here, with nothing hooked to it: not DeepSpeed ZeRO-3's
+    shards (kept elsewhere between passes), a quantized or offloaded weight, or a head whose hooks change its output."""
+    if not isinstance(head, torch.nn.Linear):
+        return False
+    weight = head.weight
+    return (type(weight) is torch.nn.Parameter and weight.dim() == 2 and weight.is_floating_point() and not weight.is_meta
+            and not hasattr(weight, "ds_id") and not hasattr(head, "_hf_hook") and not head._forward_hooks and not head._forward_pre_hooks)
 
 
 @torch.no_grad()
@@ -200,9 +209,9 @@ def score_batch(model: Any, model_task: str, input_ids: Sequence[Sequence[int]],
         statistics = output_statistics(hidden, head, tokens)
     else:
         statistics = logits_statistics(logits, tokens)  # type: ignore[arg-type]
-        if streamed is None:
+        if streamed is None and tokens.numel():  # a batch with nothing scored proves nothing
             mine = output_statistics(hidden, head, tokens)
-            _HEAD_IS_LAST[head] = all(torch.allclose(a, b, rtol=0, atol=1e-4) for a, b in zip(mine[::2], statistics[::2]))
+            _HEAD_IS_LAST[head] = all(torch.allclose(a.double(), b.double(), rtol=0, atol=1e-4) for a, b in zip(mine[::2], statistics[::2]))
     offset = 1 if model_task == "lm" else 0
     logprobs, predicted, predicted_logprobs = statistics
     counts = keep.sum(dim=1).tolist()
@@ -250,7 +259,8 @@ def fused_activations(model: Any) -> Iterator[None]:
     """While scoring, the tanh approximation of GELU written out in tensor operations (transformers'
     `NewGELUActivation` / `FastGELUActivation`: GPT-2's and T5 v1.1's `gelu_new`) is computed by torch's fused
     kernel (`GELUTanh`: the same function, equal within float rounding). Written out, it makes eight passes
-    over the (tokens, d_ff) activations; on a CPU that was a quarter of GPT-2's forward time. The modules
+    over the (tokens, d_ff) activations: 11.5 ms against the fused kernel's 2.9 ms for 480 tokens x 3072 on a
+    2-core CPU, next to about 60 ms of matrix products in the layer; fused, GPT-2 scored ~6% faster. The modules
     are put back afterwards, also on an error."""
     from transformers.activations import FastGELUActivation, GELUTanh, NewGELUActivation
 

@@ -30,6 +30,7 @@ work), and the largest absolute difference in bits from ours over every token (t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
 import math
@@ -131,6 +132,21 @@ def save_model(directory: str, tokenizer: Any, small: bool, seed: int) -> Any:
 # one minute to the next, then hits every method alike.
 
 Scorer = Generator[None, None, Pairs]
+FED: dict[str, int] = {}  # positions each method fed its model (input ids, padding included), counted by `feeding`
+
+
+@contextlib.contextmanager
+def feeding(model: Any, method: str) -> Any:
+    """Count the input positions `model` is fed while the block runs, under `method` in FED."""
+    def count(module: Any, args: tuple, kwargs: dict) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        FED[method] = FED.get(method, 0) + ids.numel()
+
+    handle = model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def slices(count: int, parts: int) -> list[range]:
@@ -157,7 +173,9 @@ def score_ours(model: Any, tokenizer: Any, sentences: list[str], batch_size: int
     scored: list[Any] = [None] * len(rows)
     for part in slices(len(batches), parts):
         group = [i for b in part for i in batches[b]]
-        for i, sequence in zip(group, score_rows(model, "lm", [rows[i] for i in group], batch_size, pad_id(tokenizer))):
+        with feeding(model, f"ours@{batch_size}"):
+            scored_group = score_rows(model, "lm", [rows[i] for i in group], batch_size, pad_id(tokenizer))
+        for i, sequence in zip(group, scored_group):
             scored[i] = sequence
         yield
     return [list(zip(tokenizer.convert_ids_to_tokens(s.token_ids.tolist()), [to_bits(float(lp)) for lp in s.logprobs])) for s in scored]
@@ -169,7 +187,9 @@ def score_minicons(scorer: Any, sentences: list[str], batch_size: int, parts: in
     for part in slices(math.ceil(len(sentences) / batch_size), parts):
         for b in part:
             batch = sentences[b * batch_size : (b + 1) * batch_size]
-            for pairs in scorer.token_score(batch, surprisal=True, base_two=True, bos_token=True):
+            with feeding(scorer.model, f"minicons@{batch_size}"):
+                scores = scorer.token_score(batch, surprisal=True, base_two=True, bos_token=True)
+            for pairs in scores:
                 assert pairs[0][0] == BOS, pairs[0]
                 out.append(pairs[1:])
         yield
@@ -182,7 +202,7 @@ def score_loop(model: Any, tokenizer: Any, sentences: list[str], parts: int) -> 
     for part in slices(len(sentences), parts):
         for i in part:
             ids = torch.tensor([[tokenizer.bos_token_id] + tokenizer(sentences[i])["input_ids"]])
-            with torch.no_grad():
+            with torch.no_grad(), feeding(model, "loop"):
                 logits = model(ids, attention_mask=torch.ones_like(ids)).logits[0, :-1]
             logprobs = torch.log_softmax(logits.float(), dim=-1).gather(1, ids[0, 1:, None])[:, 0]
             bits = (-logprobs / math.log(2.0)).tolist()
@@ -236,7 +256,8 @@ def max_difference(ours: Pairs, other: Pairs) -> tuple[float, int]:
 
 
 def model_positions(lengths: list[int], batch_size: int, ours: bool) -> int:
-    """Positions the batched forward passes run (padding included) over rows of `lengths` tokens (BOS included):
+    """Positions the batched forward passes should run (padding included) over rows of `lengths` tokens (BOS included),
+    to set beside those counted (`feeding`):
     minicons batches `batch_size` rows in the given order and feeds them whole; ours sorts them longest first and
     does not feed a row's last token (the logits there would predict the token after the text)."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i]) if ours else list(range(len(lengths)))
@@ -279,6 +300,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         run_interleaved(scorers(sentences[: max(args.batch_sizes)], 1))
         seconds: dict[str, list[float]] = {}
         for repeat in range(args.repeats):
+            FED.clear()  # the positions of this repeat (each repeat feeds the same)
             took, outputs = run_interleaved(scorers(sentences, args.slices))
             for name, value in took.items():
                 seconds.setdefault(name, []).append(value)
@@ -295,8 +317,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         assert sum(len(pairs) for pairs in outputs[name]) == tokens, f"{name} scored another number of tokens"
         diff, mismatched = max_difference(outputs[first], outputs[name])
         ours = f"ours@{size}" if size else first
-        positions = model_positions(lengths, int(size), method == "ours") if size else sum(lengths)
-        results[name] = {"seconds": times, "tokens_per_s": tokens / statistics.median(times), "model_positions": positions,
+        expected = model_positions(lengths, int(size), method == "ours") if size else sum(lengths)
+        results[name] = {"seconds": times, "tokens_per_s": tokens / statistics.median(times), "model_positions": FED[name],
+                         "expected_positions": expected,
                          "ours_speedup_per_repeat": [t / o for t, o in zip(times, seconds[ours])],
                          "ours_speedup": statistics.median(times) / statistics.median(seconds[ours]),
                          "compared_with": ours, "max_abs_diff_bits_vs_ours": diff, "sentences_with_other_tokens": mismatched}

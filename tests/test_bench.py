@@ -144,9 +144,11 @@ class SurprisalBenchSmokeTest(absltest.TestCase):
         methods = report["methods"]
         self.assertEqual(methods["loop"]["sentences_with_other_tokens"], 0)
         self.assertLess(methods["ours@6"]["max_abs_diff_bits_vs_ours"], 1e-4)
-        self.assertEqual(methods["ours@6"]["compared_with"], "ours@6")
         self.assertGreater(methods["ours@4"]["tokens_per_s"], 0)
-        # Work: ours feeds each row without its last token; the loop feeds every sentence whole (BOS included).
+        # Work, as counted at the model's input: ours feeds length-sorted rows without their last token; the loop
+        # every sentence whole, BOS included.
+        for name in ("ours@4", "ours@6", "loop"):
+            self.assertEqual(methods[name]["model_positions"], methods[name]["expected_positions"], name)
         self.assertEqual(methods["loop"]["model_positions"], report["tokens"] + 12)
 
 

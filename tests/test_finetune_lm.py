@@ -381,6 +381,15 @@ class StreamedScoresTest(parameterized.TestCase):
                 torch.testing.assert_close(streamed[0], whole[0], rtol=0, atol=1e-5)
                 self.assertEqual(streamed[1].tolist(), whole[1].tolist())
                 torch.testing.assert_close(streamed[2], whole[2], rtol=0, atol=1e-5)
+        head = torch.nn.Linear(16, 20)
+        with torch.no_grad():
+            head.bias[:5] = -math.inf  # a whole first slice that can never be predicted
+        hidden, tokens = torch.randn(3, 16), torch.tensor([6, 19, 12])
+        whole = logits_statistics(head(hidden).detach(), tokens)
+        streamed = output_statistics(hidden, head, tokens, 5)
+        self.assertFalse(streamed[0].isnan().any())
+        torch.testing.assert_close(streamed[0], whole[0], rtol=0, atol=1e-5)
+        self.assertEqual(streamed[1].tolist(), whole[1].tolist())
 
     def plain_logprobs(self, model: Any, rows: list[list[int]]) -> list[list[float]]:
         import torch
@@ -420,6 +429,15 @@ class StreamedScoresTest(parameterized.TestCase):
         self.assertEqual(seen, ["GELUTanh", "GELUTanh"])
         self.assertLen([m for m in model.modules() if type(m) is NewGELUActivation], 2)  # put back
 
+    def test_lm_positions_outside_the_row_are_refused(self) -> None:
+        import surprisal
+        from tests.fixtures import tiny_lm
+
+        model = tiny_lm("gpt2").eval()
+        for positions in ([0, 1], [4]):  # position 0 (BOS) has no context; 4 is past a row of 4
+            with self.assertRaisesRegex(ValueError, r"^scored positions \[.*\] of a row of 4: each must lie in \[1, 4\)$"):
+                surprisal.score_rows(model, "lm", [{"input_ids": [0, 5, 9, 33], "labels": [0, 5, 9, 33], "scored": positions}], 2, 0)
+
     def test_a_zero3_partitioned_output_layer_is_left_to_the_model(self) -> None:
         import surprisal
         from tests.fixtures import tiny_lm
@@ -446,6 +464,9 @@ class StreamedScoresTest(parameterized.TestCase):
         model = Gemma2ForCausalLM(config).eval()
         rows = [[1, 5, 9, 33, 7], [1, 40, 41]]
         expected = self.plain_logprobs(model, rows)
+        (alone,) = surprisal.score_rows(model, "lm", [{"input_ids": [1], "labels": [1]}], 2, 0)  # BOS alone: nothing scored,
+        self.assertEqual(alone.logprobs.tolist(), [])
+        self.assertNotIn(model.get_output_embeddings(), surprisal._HEAD_IS_LAST)  # so nothing learnt about the head
         for _ in range(2):
             scored = surprisal.score_rows(model, "lm", [{"input_ids": r, "labels": r} for r in rows], 2, 0)
             for result, plain in zip(scored, expected):

@@ -67,12 +67,29 @@ class GroupFileTest(parameterized.TestCase):
                                         "--seed", "2", "--output_dir", runs[5].output_dir])
         self.assertEqual(groups.command(groups.read_group(path), runs[0])[:5], ["accelerate", "launch", "--num_processes", "2", "fine_tune_t5.py"])
 
+    def test_each_run_knows_its_results_file(self) -> None:
+        tmp = tempfile.mkdtemp()
+        path = write(os.path.join(tmp, "g.yaml"), f"name: b\nscript: bias.py\nargs: {{dataset_name: crows_pairs}}\ngrid: {{seed: [1]}}\n"
+                                                  f"output_root: {tmp}\n")
+        self.assertEqual([r.results_file for r in groups.expand(groups.read_group(path))], ["results.json"])
+        path = write(os.path.join(tmp, "g.yaml"), f"name: e\nscript: fine_tune_t5.py\nargs: {{no_train: true}}\ngrid: {{seed: [1]}}\n"
+                                                  f"output_root: {tmp}\n")
+        (run,) = groups.expand(groups.read_group(path))
+        self.assertEqual(run.results_file, "eval_results.json")
+        self.assertFalse(run.finished)
+        write(os.path.join(run.output_dir, "eval_results.json"), "{}")
+        self.assertTrue(run.finished)
+        self.assertEqual(groups.resumed(run), run)  # evaluation only: nothing to resume
+
     def test_a_mount_script_gets_a_run_name(self) -> None:
         tmp = tempfile.mkdtemp()
         path = write(os.path.join(tmp, "g.yaml"), "name: s2s\nscript: seq2seq.py\nargs: {mount_dir: /m, data_name: d}\ngrid: {learning_rate: [0.001]}\n")
         (run,) = groups.expand(groups.read_group(path))
         self.assertEqual(run.output_dir, "/m/models/s2s--learning_rate=0.001")
         self.assertEqual(run.argv[-2:], ["--training_run_name", "s2s--learning_rate=0.001"])
+        write(path, "name: s2s\nscript: seq2seq.py\nargs: {mount_dir: mnt, data_name: d}\ngrid: {learning_rate: [0.001]}\n")
+        (run,) = groups.expand(groups.read_group(path))  # a relative mount: the repository root's, where runs start
+        self.assertEqual(run.output_dir, os.path.join(ROOT, "mnt", "models", "s2s--learning_rate=0.001"))
 
     @parameterized.named_parameters(
         ("unknown_key", "name: g\nscript: clf.py\ngird: {a: [1]}\n", "unknown key 'gird'; valid keys: name, script, args, grid, runs, slurm, output_root"),
@@ -154,8 +171,9 @@ class SlurmArrayTest(absltest.TestCase):
                                                              f"still queued or running; `python groups.py monitor {self.group_file}` "
                                                              f"to follow it, or `stop` it first\n"))
         self.assertLen([line for line in self.calls() if line.startswith("sbatch")], 1)
-        # The array ends: run 0 finished, the others failed, were cancelled or ran out of time.
+        # The array ends: run 0 finished, the others failed, were cancelled or ran out of time (run 1 after a checkpoint).
         write(os.path.join(runs[0].output_dir, "all_results.json"), json.dumps({"eval_accuracy": 70.0}))
+        write(os.path.join(runs[1].output_dir, "checkpoint-200", "trainer_state.json"), json.dumps({"log_history": []}))
         write(os.path.join(self.fake, "sacct.txt"), "777_0|COMPLETED\n777_1|FAILED\n777_2|CANCELLED by 5\n777_3|TIMEOUT\n")
         write(os.path.join(self.fake, "squeue.txt"), "")
         with open(os.path.join(directory, "runs.tsv")) as f:
@@ -163,7 +181,12 @@ class SlurmArrayTest(absltest.TestCase):
         self.assertIn("submitted job array 778: 3 runs of fine_tune_t5.py (the unfinished ones; earlier arrays: 777)",
                       self.groups_cli("launch").stdout)
         with open(os.path.join(directory, "runs-1.tsv")) as f:
-            self.assertEqual([line.split("\t")[0] for line in f], [r.output_dir for r in runs[1:]])
+            lines = [line.rstrip("\n").split("\t") for line in f]
+        self.assertEqual([line[0] for line in lines], [r.output_dir for r in runs[1:]])
+        # The run an earlier task left a dir for continues from its checkpoint; the others start as before.
+        self.assertEqual(lines[0][1], " ".join(["accelerate", "launch", "--num_processes", "2", "fine_tune_t5.py", *runs[1].argv,
+                                                "--resume_from_checkpoint", "auto"]))
+        self.assertFalse(lines[1][1].endswith("--resume_from_checkpoint auto"))
         with open(os.path.join(directory, "runs.tsv")) as f:
             self.assertEqual(f.read(), first_runs_file)  # the first array's file is left as it was
         with open(os.path.join(directory, "group-1.sbatch")) as f:
@@ -189,6 +212,15 @@ class SlurmArrayTest(absltest.TestCase):
         self.assertEqual((proc.returncode, proc.stderr), (2, f"error: {self.group_file}: launched with --executor slurm before; "
                                                              f"relaunch it with --executor slurm (its group.json records that "
                                                              f"executor's runs)\n"))
+
+    def test_a_failing_squeue_stops_a_relaunch(self) -> None:
+        self.groups_cli("launch")
+        write(os.path.join(self.bin, "squeue"), "#!/bin/bash\necho 'squeue: error: Socket timed out on send/recv operation' >&2\nexit 1\n")
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, "groups.py"), "launch", self.group_file], capture_output=True,
+                              text=True, env=self.env, cwd=ROOT, timeout=120)
+        self.assertEqual((proc.returncode, proc.stderr), (2, "error: squeue -j 777: squeue: error: Socket timed out on send/recv "
+                                                             "operation; cannot tell which tasks are queued or running (try again)\n"))
+        self.assertLen([line for line in self.calls() if line.startswith("sbatch")], 1)
 
     def test_without_slurm_commands_one_line(self) -> None:
         self.groups_cli("launch")
