@@ -115,7 +115,10 @@ def _forward(model: Any, model_task: str, input_ids: Sequence[Sequence[int]], la
         logits = model(**inputs).logits  # (scored tokens, vocab)
     finally:
         handle.remove()
-    return chosen[0], (_float(logits) if project else None), target[:, offset:][keep], keep
+    tokens = target[:, offset:][keep]
+    if tokens.numel() and int(tokens.min()) < 0:
+        raise ValueError("a scored position has no target token (label -100): give only positions with a label")
+    return chosen[0], (_float(logits) if project else None), tokens, keep
 
 
 def _takes_use_cache(model: Any) -> bool:

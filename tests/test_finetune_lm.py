@@ -438,6 +438,15 @@ class StreamedScoresTest(parameterized.TestCase):
             with self.assertRaisesRegex(ValueError, r"^scored positions \[.*\] of a row of 4: each must lie in \[1, 4\)$"):
                 surprisal.score_rows(model, "lm", [{"input_ids": [0, 5, 9, 33], "labels": [0, 5, 9, 33], "scored": positions}], 2, 0)
 
+    def test_a_scored_position_without_a_label_is_refused(self) -> None:
+        import surprisal
+        from tests.fixtures import tiny_lm
+
+        model = tiny_lm("bert").eval()
+        row = {"input_ids": [2, 4, 30, 3], "labels": [-100, -100, 30, -100], "scored": [1, 2]}  # position 1 has no label
+        with self.assertRaisesRegex(ValueError, r"^a scored position has no target token \(label -100\)"):
+            surprisal.score_rows(model, "mlm", [row], 2, 0)
+
     def test_a_zero3_partitioned_output_layer_is_left_to_the_model(self) -> None:
         import surprisal
         from tests.fixtures import tiny_lm
