@@ -42,7 +42,9 @@ import sys
 import time
 from typing import Any, Mapping, Sequence
 
+from bias import RESULTS_FILE as BIAS_RESULTS_FILE
 from errors import UserError
+from outputs import FINISHED_MARKER
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = ("pre_train_t5.py", "fine_tune_t5.py", "seq2seq.py", "clf.py", "finetune_lm.py", "bias.py")
@@ -52,8 +54,8 @@ SLURM_KEYS = {"gpus": "GPUS", "cpus": "CPUS", "time": "TIME", "max_parallel": "M
               "warn_seconds": "WARN_SECONDS", "max_requeues": "MAX_REQUEUES"}
 SBATCH_LINES = ("partition", "account", "qos", "constraint", "mem", "reservation")  # each an #SBATCH --key=value line
 CONTAINER_KEYS = ("container_image", "container_mounts", "container_workdir")
-FINISHED = "all_results.json"  # a training run's results, written last
-EVALUATION_RESULTS = {"bias.py": "results.json"}  # scripts that only evaluate: their results file; --no_train runs: eval_results.json
+FINISHED = FINISHED_MARKER  # a training run's results, written last
+EVALUATION_RESULTS = {"bias.py": BIAS_RESULTS_FILE}  # scripts that only evaluate: their results file; --no_train runs: eval_results.json
 STATE_FILE = "group.json"  # in the group dir: the executor, the Slurm job id, the runs
 
 
@@ -327,8 +329,14 @@ def read_state(group: Group) -> dict[str, Any]:
     path = os.path.join(group.directory, STATE_FILE)
     if not os.path.isfile(path):
         raise UserError(f"{group.path}: not launched yet (no {path}); run `python groups.py launch {group.path}`")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            state = json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"{path}: cannot read the group's state ({err}); it is written by `launch` only") from None
+    if not isinstance(state, dict) or "executor" not in state:
+        raise UserError(f"{path}: not a group state file (no \"executor\"); it is written by `launch` only")
+    return state
 
 
 # --- monitor, stop, collect -------------------------------------------------------------------------------------

@@ -222,6 +222,15 @@ class SlurmArrayTest(absltest.TestCase):
                                                              "operation; cannot tell which tasks are queued or running (try again)\n"))
         self.assertLen([line for line in self.calls() if line.startswith("sbatch")], 1)
 
+    def test_a_damaged_state_file_is_one_line(self) -> None:
+        self.groups_cli("launch")
+        state = os.path.join(self.tmp, "runs", "rte-lr", "group.json")
+        write(state, '{"executor": "slurm", "jobs": [')  # cut off mid-write by a full disk, say
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, "groups.py"), "monitor", self.group_file], capture_output=True,
+                              text=True, env=self.env, cwd=ROOT, timeout=120)
+        self.assertEqual(proc.returncode, 2)
+        self.assertRegex(proc.stderr, rf"^error: {state}: cannot read the group's state \(.*\); it is written by `launch` only\n$")
+
     def test_without_slurm_commands_one_line(self) -> None:
         self.groups_cli("launch")
         no_slurm = {**self.env, "PATH": os.path.dirname(sys.executable)}
